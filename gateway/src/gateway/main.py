@@ -1,0 +1,1 @@
+"""Gateway application factory (placeholder until the gateway issue lands)."""

@@ -1,0 +1,104 @@
+"""The one way a service app is assembled: settings, logging, engine, token verifier, handlers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import Engine
+
+from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
+from shop_common.db import make_engine, make_sessionmaker
+from shop_common.errors import install_problem_handlers
+from shop_common.health import ReadinessProbe, alembic_heads, health_router
+from shop_common.logs import configure_logging
+from shop_common.middleware import RequestContextMiddleware
+from shop_common.settings import ShopSettings
+
+ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    schema: str
+    alembic_ini: Path
+    routers: Sequence[APIRouter]
+    version: str = "0.1.0"
+    description: str = ""
+    # Runs inside the base lifespan, after the engine and verifier exist (HTTP clients, sweepers...).
+    extra_lifespan: ExtraLifespan | None = None
+    # Where verification keys come from; default: the JWKS at settings.jwks_url.
+    key_source: Callable[[FastAPI], KeySource] | None = None
+    openapi_tags: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _default_key_source(settings: ShopSettings, client: httpx.AsyncClient) -> KeySource:
+    if settings.jwks_json:
+        return StaticKeys(json.loads(settings.jwks_json))
+    if not settings.jwks_url:
+        raise RuntimeError("JWKS_URL (or JWKS_JSON) must be set for a service that verifies tokens")
+    url = settings.jwks_url
+
+    async def fetch() -> dict[str, Any]:
+        response = await client.get(url)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    return RemoteJwks(fetch, cache_seconds=settings.jwks_cache_seconds)
+
+
+def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
+    configure_logging(spec.name, settings.log_level, settings.log_json)
+    probe = ReadinessProbe(spec.schema, alembic_heads(spec.alembic_ini))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as jwks_client:
+            keys = (
+                spec.key_source(app)
+                if spec.key_source is not None
+                else _default_key_source(settings, jwks_client)
+            )
+            app.state.token_verifier = TokenVerifier(
+                keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+            )
+            try:
+                if spec.extra_lifespan is None:
+                    yield
+                else:
+                    async with spec.extra_lifespan(app):
+                        yield
+            finally:
+                engine.dispose()
+
+    app = FastAPI(
+        title=spec.name,
+        version=spec.version,
+        description=spec.description,
+        lifespan=lifespan,
+        openapi_tags=spec.openapi_tags or None,
+        generate_unique_id_function=lambda route: f"{spec.name}-{route.name}",
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(health_router(spec.name, probe, _engine))
+    for router in spec.routers:
+        app.include_router(router)
+    app.add_middleware(RequestContextMiddleware, service=spec.name)
+    return app

@@ -1,0 +1,185 @@
+"""Access-token verification shared by every service, and the internal service-token check.
+
+Tokens are EdDSA (Ed25519) JWTs issued by the users service and published as a JWKS. Verification
+pins the algorithm, issuer and audience and requires exp/iat/sub/jti; keys are cached and refetched
+when a token names an unknown `kid` (at most once per `min_refresh_seconds`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import jwt
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jwt.algorithms import OKPAlgorithm
+
+from shop_common.errors import Forbidden, Unauthorized
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud", "jti")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: int
+    username: str
+    is_superuser: bool
+    token_id: str
+
+    def can_act_for(self, user_id: int) -> bool:
+        return self.is_superuser or self.id == user_id
+
+
+class AdminOnly(Forbidden):
+    title = "Administrator rights required"
+
+
+class InvalidToken(Unauthorized):
+    title = "Invalid or expired token"
+
+
+class KeySource(Protocol):
+    async def get(self, kid: str) -> Any | None: ...
+
+
+class StaticKeys:
+    """Public keys known up front (the users service verifies with its own keys)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self._keys = _parse_jwks(jwks)
+
+    async def get(self, kid: str) -> Any | None:
+        return self._keys.get(kid)
+
+
+class RemoteJwks:
+    """Fetches the issuer's JWKS over HTTP; caches it; refetches on an unknown kid, rate-limited."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[dict[str, Any]]],
+        *,
+        cache_seconds: float = 300,
+        min_refresh_seconds: float = 10,
+    ) -> None:
+        self._fetch = fetch
+        self._cache_seconds = cache_seconds
+        self._min_refresh = min_refresh_seconds
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self, kid: str) -> Any | None:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self._cache_seconds
+        if kid not in self._keys or stale:
+            async with self._lock:
+                if now - self._fetched_at > self._min_refresh and (kid not in self._keys or stale):
+                    try:
+                        self._keys = _parse_jwks(await self._fetch())
+                    except Exception:  # noqa: BLE001 - an unreachable issuer keeps the cached keys
+                        if not self._keys:
+                            raise InvalidToken("signing keys are unavailable") from None
+                    finally:
+                        self._fetched_at = time.monotonic()
+        return self._keys.get(kid)
+
+
+def _parse_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for entry in jwks.get("keys", []):
+        if entry.get("kty") == "OKP" and entry.get("crv") == "Ed25519" and entry.get("kid"):
+            keys[entry["kid"]] = OKPAlgorithm.from_jwk(json.dumps(entry))
+    return keys
+
+
+class TokenVerifier:
+    def __init__(
+        self, keys: KeySource, *, issuer: str, audience: str, leeway_seconds: int = 5
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken("unexpected token algorithm")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("token has no key id")
+        key = await self._keys.get(kid)
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+            return Principal(
+                id=int(claims["sub"]),
+                username=str(claims.get("username", "")),
+                is_superuser=bool(claims.get("is_superuser", False)),
+                token_id=str(claims["jti"]),
+            )
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken() from None
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(_current_user)]
+
+
+async def _admin(user: CurrentUser) -> Principal:
+    if not user.is_superuser:
+        raise AdminOnly("this operation needs an administrator")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(_admin)]
+
+
+class ServiceTokenRequired(Forbidden):
+    title = "Service token missing or invalid"
+
+
+async def _service_token(
+    request: Request,
+    x_service_token: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    """Internal endpoints need the shared service token (constant-time comparison)."""
+    expected: str = request.app.state.settings.internal_api_token.get_secret_value()
+    if x_service_token is None or not hmac.compare_digest(
+        x_service_token.encode(), expected.encode()
+    ):
+        raise ServiceTokenRequired("internal endpoints need a valid X-Service-Token header")
+
+
+InternalCaller = Depends(_service_token)

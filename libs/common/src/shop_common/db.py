@@ -1,0 +1,70 @@
+"""Engine factory and the request-scoped session that owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+# Constraint names are fixed by convention, so services can translate IntegrityError by name.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """NullPool: PgBouncer does the pooling, so every checkout is a fresh client login to it.
+    No pool_pre_ping: with NullPool a connection is never reused, there is nothing to ping."""
+    return create_engine(url, poolclass=NullPool, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    with factory.begin() as session:  # commits on normal exit, rolls back on an exception
+        yield session
+
+
+# scope="function": the commit runs after the handler returns and BEFORE the response is sent,
+# so a failing commit becomes an error response instead of a 200 for data that was not stored.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
+
+
+def constraint_name(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+@dataclass
+class QueryCounter:
+    value: int = 0
+
+
+@contextmanager
+def count_queries(engine: Engine) -> Iterator[QueryCounter]:
+    """Count SQL statements executed on `engine` inside the block (tests assert no N+1)."""
+    counter = QueryCounter()
+
+    def _before(*_args: object, **_kwargs: object) -> None:
+        counter.value += 1
+
+    event.listen(engine, "before_cursor_execute", _before)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", _before)

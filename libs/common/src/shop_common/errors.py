@@ -1,0 +1,213 @@
+"""Domain errors and the one place that maps every error to an RFC 9457 problem+json response."""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shop_common.logs import current_request_id
+
+log = logging.getLogger("shop.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class DomainError(Exception):
+    """Base of every error a service raises on purpose. Subclass a category, never name a status."""
+
+    title = "Request cannot be completed"
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, detail: str | None = None, **extensions: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extensions = extensions
+
+
+class BadRequest(DomainError):
+    title = "Bad request"
+
+
+class NotFound(DomainError):
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    title = "Conflict"
+
+
+class Unprocessable(DomainError):
+    title = "Unprocessable request"
+
+
+class Forbidden(DomainError):
+    title = "Forbidden"
+
+
+class Unauthorized(DomainError):
+    title = "Not authenticated"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class TooManyRequests(DomainError):
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int, **extensions: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extensions)
+        self.retry_after = retry_after
+
+
+class UpstreamUnavailable(DomainError):
+    title = "Upstream service unavailable"
+
+
+class ServiceUnavailable(DomainError):
+    title = "Service unavailable"
+
+
+STATUS: dict[type[DomainError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unprocessable: 422,
+    TooManyRequests: 429,
+    UpstreamUnavailable: 503,
+    ServiceUnavailable: 503,
+}
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def problem_slug(exc_type: type[BaseException]) -> str:
+    return _CAMEL.sub("-", exc_type.__name__).lower()
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # loc/msg/type only: `input` can echo a password back, `ctx` may not serialize.
+    return [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+
+
+def _describe(exc: Exception) -> tuple[int, str, dict[str, Any]]:
+    match exc:
+        case DomainError():
+            status = next(STATUS[c] for c in type(exc).__mro__ if c in STATUS)
+            extra: dict[str, Any] = {
+                "type": f"/problems/{problem_slug(type(exc))}",
+                "detail": exc.detail,
+            }
+            extra.update(exc.extensions)
+            return status, exc.title, extra
+        case RequestValidationError():
+            return (
+                422,
+                "Invalid request",
+                {
+                    "type": "/problems/validation-error",
+                    "detail": "The request does not match the schema; see `errors`.",
+                    "errors": _validation_errors(exc),
+                },
+            )
+        case StarletteHTTPException():
+            phrase = HTTPStatus(exc.status_code).phrase
+            detail = exc.detail if isinstance(exc.detail, str) else phrase
+            return exc.status_code, phrase, {"detail": detail}
+        case IntegrityError():  # a constraint the service did not translate: still the client's conflict
+            return (
+                409,
+                "Conflict",
+                {
+                    "type": "/problems/constraint-violation",
+                    "detail": "The request conflicts with existing data.",
+                },
+            )
+        case DataError():  # a value the column cannot hold
+            return (
+                422,
+                "Invalid value",
+                {
+                    "type": "/problems/invalid-value",
+                    "detail": "A value is out of range for its field.",
+                },
+            )
+        case OperationalError():
+            return (
+                503,
+                "Database unavailable",
+                {
+                    "type": "/problems/database-unavailable",
+                    "detail": "The database cannot be reached; retry later.",
+                },
+            )
+        case _:
+            return (
+                500,
+                "Internal error",
+                {
+                    "type": "/problems/internal-error",
+                    "detail": "An unexpected error occurred; it has been logged.",
+                },
+            )
+
+
+def problem_response(
+    status: int,
+    title: str,
+    *,
+    instance: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": title,
+        "instance": instance,
+        "request_id": current_request_id(),
+    }
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _handle(request: Request, exc: Exception) -> JSONResponse:
+    status, title, extra = _describe(exc)
+    if status >= 500:
+        log.error("request failed: %s", type(exc).__name__, exc_info=exc)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    return problem_response(
+        status, title, instance=request.url.path, headers=headers or None, **extra
+    )
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    return _handle(request, exc)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    for exc_type in (
+        DomainError,
+        RequestValidationError,
+        StarletteHTTPException,
+        SQLAlchemyError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, _problem)

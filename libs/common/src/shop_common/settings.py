@@ -1,0 +1,71 @@
+"""Settings base shared by every service: read from the environment, fail fast, refuse placeholders."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that ship in .env.example and in the dev launcher. Outside dev mode they are refused,
+# so a deployment that forgot to set a real secret does not start.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "dev-internal-token", "secret", ""})
+
+Environment = Literal["dev", "test", "production"]
+
+
+class ShopSettings(BaseSettings):
+    """Fields every service has. Environment variables are the field names in UPPER_SNAKE, unprefixed:
+    each process has its own environment (see docs/CONFIGURATION.md)."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Environment = "production"
+    service_name: str = "shop"
+    database_url: str = Field(
+        description="Runtime URL, through PgBouncer (postgresql+psycopg2://role:pw@host:6432/shop)."
+    )
+    migrations_database_url: str | None = Field(
+        default=None, description="Direct PostgreSQL URL used by Alembic; never through PgBouncer."
+    )
+    internal_api_token: SecretStr = Field(description="Shared secret for /internal/ endpoints.")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Token verification (every service verifies JWTs itself).
+    jwt_issuer: str = "shop-users"
+    jwt_audience: str = "shop"
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where to fetch the users service's JWKS; None in the users service.",
+    )
+    jwks_json: str | None = Field(
+        default=None,
+        description="A JWKS given inline (pinned keys); used instead of JWKS_URL when set.",
+    )
+    jwks_cache_seconds: int = Field(default=300, ge=1)
+
+    @property
+    def is_dev(self) -> bool:
+        return self.environment == "dev"
+
+    def secrets_to_check(self) -> dict[str, SecretStr]:
+        """Subclasses add their own secrets; all of them are refused as placeholders outside dev."""
+        return {"internal_api_token": self.internal_api_token}
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Self:
+        if self.is_dev:
+            return self
+        bad = [
+            name
+            for name, value in self.secrets_to_check().items()
+            if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+            or len(value.get_secret_value()) < 16
+        ]
+        if bad:
+            raise ValueError(
+                f"placeholder or too short secret(s) {', '.join(sorted(bad))} are refused "
+                f"when ENVIRONMENT={self.environment}; set real values (>= 16 characters)"
+            )
+        return self

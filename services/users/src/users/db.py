@@ -1,0 +1,15 @@
+"""Schema-qualified metadata: every table of this service lives in the "users" schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+from shop_common.db import NAMING_CONVENTION
+
+SCHEMA = "users"
+metadata = MetaData(schema=SCHEMA, naming_convention=NAMING_CONVENTION)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
