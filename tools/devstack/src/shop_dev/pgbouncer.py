@@ -1,0 +1,148 @@
+"""A real PgBouncer process (transaction pooling) for the launcher and the tests.
+
+PgBouncer refuses to run as root: as root it is started with `-u postgres`, and its work
+directory (ini, userlist, log, pid) is handed to that user (notes §0.3)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class PgBouncerMissing(RuntimeError):
+    pass
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/bin/pgbouncer") if os.path.exists(p)), None
+    )
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def quote_userlist(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+class PgBouncer:
+    def __init__(
+        self,
+        workdir: Path,  # its parents must be traversable by `postgres` when run as root (use /tmp)
+        *,
+        port: int,
+        databases: Mapping[str, str],
+        users: Mapping[str, str],
+        listen_addr: str = "127.0.0.1",
+        pool_size: int = 20,
+    ) -> None:
+        """`databases`: name → libpq connection string of the real database (host=... dbname=...).
+        `users`: role → plaintext password (auth_type md5: ~0.7 ms per login, see docs)."""
+        self.workdir = workdir
+        self.port = port
+        self.host = listen_addr
+        self.databases = dict(databases)
+        self.users = dict(users)
+        self.pool_size = pool_size
+        self.process: subprocess.Popen[bytes] | None = None
+        self.binary = find_pgbouncer()
+
+    @property
+    def ini_path(self) -> Path:
+        return self.workdir / "pgbouncer.ini"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "pgbouncer.log"
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        dbs = "\n".join(f"{name} = {conn}" for name, conn in self.databases.items())
+        self.ini_path.write_text(
+            f"""[databases]
+{dbs}
+
+[pgbouncer]
+listen_addr = {self.host}
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = md5
+auth_file = {self.workdir / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {self.pool_size}
+max_client_conn = 2000
+ignore_startup_parameters = extra_float_digits
+logfile = {self.log_path}
+pidfile = {self.workdir / "pgbouncer.pid"}
+; fail fast when PostgreSQL is away, recover quickly when it is back
+server_login_retry = 1
+server_connect_timeout = 3
+query_wait_timeout = 10
+server_lifetime = 3600
+server_reset_query =
+"""
+        )
+        (self.workdir / "userlist.txt").write_text(
+            "".join(f"{quote_userlist(u)} {quote_userlist(p)}\n" for u, p in self.users.items())
+        )
+        os.chmod(self.workdir, 0o700)
+        for path in self.workdir.iterdir():
+            os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            for path in (self.workdir, *self.workdir.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self, timeout: float = 10) -> None:
+        if self.binary is None:
+            raise PgBouncerMissing(
+                "pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer)"
+            )
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.write_config()
+        cmd = [self.binary]
+        if os.geteuid() == 0:
+            cmd += ["-u", "postgres"]  # it refuses to run as root
+        cmd.append(str(self.ini_path))
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        if not wait_for_port(self.host, self.port, timeout):
+            self.stop()
+            log = self.log_path.read_text() if self.log_path.exists() else "(no log)"
+            raise RuntimeError(
+                f"pgbouncer did not start on {self.host}:{self.port}:\n{log[-2000:]}"
+            )
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        self.process.send_signal(signal.SIGINT)  # immediate shutdown: drop clients now
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None

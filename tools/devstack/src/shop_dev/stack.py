@@ -1,0 +1,181 @@
+"""The whole stack as processes: database bootstrap, PgBouncer, users, catalog, orders, gateway.
+
+One implementation serves the local launcher (`shop-dev up`) and the test harness."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shop_dev.bootstrap import (
+    SERVICES,
+    Cluster,
+    bootstrap_roles,
+    create_database,
+    migrate_all,
+    role_url,
+)
+from shop_dev.pgbouncer import PgBouncer
+from shop_dev.processes import APPS, ServiceProcess
+
+PROCESS_NAMES = ("users", "catalog", "orders", "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Superuser:
+    username: str
+    email: str
+    password: str
+
+
+@dataclass
+class StackConfig:
+    cluster: Cluster
+    database: str
+    passwords: dict[str, str]
+    internal_api_token: str
+    ports: dict[str, int]  # pgbouncer, users, catalog, orders, gateway
+    workdir: Path  # logs
+    pgbouncer_dir: Path  # must be traversable by `postgres` when run as root
+    jwt_private_key_file: Path
+    superuser: Superuser
+    environment: str = "dev"
+    use_pgbouncer: bool = True
+    log_json: bool = True
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        c = config
+        self.pgbouncer = PgBouncer(
+            c.pgbouncer_dir,
+            port=c.ports["pgbouncer"],
+            databases={
+                c.database: f"host={c.cluster.host} port={c.cluster.port} dbname={c.database}"
+            },
+            users={f"{s}_svc": c.passwords[s] for s in SERVICES},
+        )
+        self.processes: dict[str, ServiceProcess] = {
+            name: ServiceProcess(
+                name=name,
+                port=c.ports[name],
+                env=self._env(name),
+                log_path=c.workdir / f"{name}.log",
+            )
+            for name in PROCESS_NAMES
+        }
+
+    # ---- configuration -------------------------------------------------------------------
+    def database_url(self, service: str) -> str:
+        c = self.config
+        if c.use_pgbouncer:
+            return role_url(
+                c.cluster,
+                service,
+                c.passwords[service],
+                c.database,
+                host=self.pgbouncer.host,
+                port=self.pgbouncer.port,
+            )
+        return self.direct_url(service)
+
+    def direct_url(self, service: str) -> str:
+        c = self.config
+        return role_url(c.cluster, service, c.passwords[service], c.database)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[name]}"
+
+    def _env(self, name: str) -> dict[str, str]:
+        c = self.config
+        env = {
+            "ENVIRONMENT": c.environment,
+            "INTERNAL_API_TOKEN": c.internal_api_token,
+            "LOG_JSON": "true" if c.log_json else "false",
+            "LOG_LEVEL": "INFO",
+        }
+        if name in SERVICES:
+            env["DATABASE_URL"] = self.database_url(name)
+            env["MIGRATIONS_DATABASE_URL"] = self.direct_url(name)
+        jwks_url = f"{self.url('users')}/.well-known/jwks.json"
+        match name:
+            case "users":
+                env |= {
+                    "FIRST_SUPERUSER_USERNAME": c.superuser.username,
+                    "FIRST_SUPERUSER_EMAIL": c.superuser.email,
+                    "FIRST_SUPERUSER_PASSWORD": c.superuser.password,
+                    "JWT_PRIVATE_KEY_FILE": str(c.jwt_private_key_file),
+                }
+            case "catalog":
+                env["JWKS_URL"] = jwks_url
+            case "orders":
+                env |= {
+                    "JWKS_URL": jwks_url,
+                    "CATALOG_URL": self.url("catalog"),
+                    "USERS_URL": self.url("users"),
+                }
+            case "gateway":
+                env |= {
+                    "USERS_URL": self.url("users"),
+                    "CATALOG_URL": self.url("catalog"),
+                    "ORDERS_URL": self.url("orders"),
+                }
+        env |= c.extra_env.get(name, {})
+        return env
+
+    def env(self, name: str) -> dict[str, str]:
+        return dict(self.processes[name].env)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def prepare_database(self) -> bool:
+        """Create the database if missing, (re)apply roles and schemas, migrate every service."""
+        c = self.config
+        created = create_database(c.cluster, c.database)
+        bootstrap_roles(c.cluster, c.database, c.passwords)
+        migrate_all(c.cluster, c.database, c.passwords)
+        return created
+
+    def start_all(self, names: tuple[str, ...] = PROCESS_NAMES, timeout: float = 60) -> None:
+        if self.config.use_pgbouncer:
+            self.pgbouncer.start()
+        for name in names:
+            self.processes[name].start()
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda n: self.processes[n].wait_live(timeout), names))
+
+    def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        self.processes[name].start(extra_env)
+        self.processes[name].wait_live()
+
+    def stop(self, name: str) -> None:
+        self.processes[name].stop()
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    def restart(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        self.stop(name)
+        self.start(name, extra_env)
+
+    def log_path(self, name: str) -> Path:
+        return self.processes[name].log_path
+
+    def stop_all(self) -> None:
+        for name in reversed(PROCESS_NAMES):
+            self.processes[name].stop()
+        self.pgbouncer.stop()
+
+
+__all__ = ["APPS", "PROCESS_NAMES", "Stack", "StackConfig", "Superuser", "free_port"]
