@@ -46,7 +46,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     global _default_schema
     engine = sa.create_engine(_url(), poolclass=NullPool)
-    with engine.connect() as connection:
+    with engine.begin() as connection:
+        # The role's search_path puts "orders" first, and PostgreSQL then reports foreign keys to
+        # orders.* without their schema, so `alembic check` would see every FK as changed.
+        # Reflect with a search_path that does not contain the schema (transaction-local, so it is
+        # safe through PgBouncer too) and tell the dialect about it.
+        connection.execute(sa.text("SET LOCAL search_path = pg_catalog"))
+        connection.dialect.default_schema_name = "pg_catalog"
         _default_schema = connection.dialect.default_schema_name
         context.configure(
             connection=connection,
