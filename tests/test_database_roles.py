@@ -38,7 +38,7 @@ def test_a_service_role_cannot_read_another_services_tables(
     url = shop_db.bouncer_url(role) if through == "pgbouncer" else shop_db.direct_url(role)
 
     with pytest.raises(psycopg2.Error) as caught:
-        _query(url, f"SELECT * FROM {foreign_table} LIMIT 1")  # noqa: S608 - constant names
+        _query(url, f"SELECT * FROM {foreign_table} LIMIT 1")
 
     assert caught.value.pgcode == errorcodes.INSUFFICIENT_PRIVILEGE
 
@@ -48,7 +48,7 @@ def test_each_role_owns_only_its_own_schema(shop_db: ShopDatabase, service: str)
     rows = _query(
         shop_db.admin_url,
         "SELECT nspname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
-        f"WHERE r.rolname = '{service}_svc' ORDER BY nspname",  # noqa: S608 - constant names
+        f"WHERE r.rolname = '{service}_svc' ORDER BY nspname",
     )
 
     assert rows == [(service,)]
@@ -61,7 +61,7 @@ def test_roles_are_not_privileged_and_have_a_statement_timeout(
     [(is_super, can_create_db, can_create_role)] = _query(
         shop_db.admin_url,
         "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
-        f"WHERE rolname = '{service}_svc'",  # noqa: S608 - constant names
+        f"WHERE rolname = '{service}_svc'",
     )
     [(timeout,)] = _query(shop_db.bouncer_url(service), "SHOW statement_timeout")
 

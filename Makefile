@@ -1,0 +1,39 @@
+# Thin wrappers; each target is documented in README.md.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PACKAGES := -p shop_common -p users -p catalog -p orders -p gateway -p shop_dev
+TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests
+
+.PHONY: setup run seed migrate test lint fmt bench
+
+$(UV):
+	@echo "uv not found: installing it with pip"
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+setup: | $(UV)  ## install every workspace member and the dev tools from uv.lock
+	$(UV) sync --frozen
+
+run: setup  ## the whole stack as local processes (PostgreSQL must be reachable); Ctrl-C stops it
+	$(UV) run shop-dev up
+
+seed: setup  ## load the demo catalog into the local database
+	$(UV) run shop-dev seed
+
+migrate: setup  ## create database/roles/schemas and migrate every service
+	$(UV) run shop-dev migrate
+
+test: setup  ## unit + cross-service tests on real PostgreSQL, PgBouncer and uvicorn
+	$(UV) run pytest
+
+lint: setup  ## ruff, ruff format --check, mypy --strict (packages, then each tests dir alone)
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(PACKAGES)
+	@for d in $(TEST_DIRS); do echo "mypy $$d"; $(UV) run mypy $$d || exit 1; done
+
+fmt: setup  ## format and autofix
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: setup  ## load benchmarks (minutes; writes bench/results/)
+	$(UV) run python bench/run.py
