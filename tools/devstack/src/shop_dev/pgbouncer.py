@@ -51,6 +51,7 @@ class PgBouncer:
         users: Mapping[str, str],
         listen_addr: str = "127.0.0.1",
         pool_size: int = 20,
+        auth_type: str = "md5",
     ) -> None:
         """`databases`: name → libpq connection string of the real database (host=... dbname=...).
         `users`: role → plaintext password (auth_type md5: ~0.7 ms per login, see docs)."""
@@ -60,6 +61,7 @@ class PgBouncer:
         self.databases = dict(databases)
         self.users = dict(users)
         self.pool_size = pool_size
+        self.auth_type = auth_type
         self.process: subprocess.Popen[bytes] | None = None
         self.binary = find_pgbouncer()
 
@@ -82,7 +84,7 @@ class PgBouncer:
 listen_addr = {self.host}
 listen_port = {self.port}
 unix_socket_dir =
-auth_type = md5
+auth_type = {self.auth_type}
 auth_file = {self.workdir / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {self.pool_size}
