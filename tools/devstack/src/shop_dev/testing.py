@@ -193,6 +193,10 @@ class RunningStack:
     def log_path(self, name: str) -> Path:
         return self._stack.log_path(name)
 
+    def pid(self, name: str) -> int | None:
+        process = self._stack.processes[name].process
+        return process.pid if process is not None and process.poll() is None else None
+
     def stop(self, name: str) -> None:
         self._stack.stop(name)
 
