@@ -2,18 +2,86 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import redis
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from shop_common.app import ServiceSpec, build_service_app
+from shop_common.auth import KeySource, StaticKeys
+from users.accounts.router import internal_router
+from users.accounts.router import router as accounts_router
+from users.auth.passwords import Passwords
+from users.auth.ratelimit import make_login_limiter
+from users.auth.router import router as auth_router
+from users.auth.service import AuthContext
+from users.auth.tokens import TokenIssuer, load_signing_key
 from users.config import UsersSettings
 from users.db import SCHEMA
+from users.superuser import create_first_superuser
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 def create_app(settings: UsersSettings | None = None) -> FastAPI:
     settings = settings or UsersSettings()  # read from the environment
-    spec = ServiceSpec(name="users", schema=SCHEMA, alembic_ini=ALEMBIC_INI, routers=[])
+    passwords = Passwords(
+        memory_kib=settings.argon2_memory_kib,
+        time_cost=settings.argon2_time_cost,
+        parallelism=settings.argon2_parallelism,
+    )
+    tokens = TokenIssuer(
+        load_signing_key(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+    )
+
+    def key_source(_app: FastAPI) -> KeySource:
+        return StaticKeys(tokens.jwks)  # users verifies its own tokens without HTTP to itself
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis_client = (
+            redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            if settings.redis_url
+            else None
+        )
+        app.state.auth = AuthContext(
+            passwords=passwords,
+            tokens=tokens,
+            limiter=make_login_limiter(
+                per_minute=settings.login_rate_limit_per_minute,
+                burst=settings.login_rate_limit_burst,
+                redis_client=redis_client,
+            ),
+        )
+        if settings.first_superuser_username and settings.first_superuser_email:
+            assert settings.first_superuser_password is not None  # noqa: S101 - settings validator
+            await run_in_threadpool(
+                create_first_superuser,
+                app.state.sessionmaker,
+                passwords,
+                username=settings.first_superuser_username,
+                email=settings.first_superuser_email,
+                password=settings.first_superuser_password.get_secret_value(),
+            )
+        try:
+            yield
+        finally:
+            if redis_client is not None:
+                redis_client.close()
+
+    spec = ServiceSpec(
+        name="users",
+        schema=SCHEMA,
+        alembic_ini=ALEMBIC_INI,
+        routers=[auth_router, accounts_router, internal_router],
+        description="Accounts and authentication; issues the access tokens every service verifies.",
+        extra_lifespan=lifespan,
+        key_source=key_source,
+    )
     return build_service_app(spec, settings)
