@@ -10,6 +10,7 @@ from sqlalchemy.pool import NullPool
 
 import catalog.models  # noqa: F401 - registers every table on the metadata
 from catalog.db import SCHEMA, metadata
+from catalog.models import EXPRESSION_INDEXES
 
 config = context.config
 _default_schema: str | None = None
@@ -30,6 +31,13 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     return not (type_ == "table" and name == "alembic_version")
 
 
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    # Autogenerate cannot compare expression indexes (both sides are skipped); migrations own them.
+    return not (type_ == "index" and name in EXPRESSION_INDEXES)
+
+
 def run_migrations_offline() -> None:
     context.configure(
         url=_url(),
@@ -37,6 +45,7 @@ def run_migrations_offline() -> None:
         version_table_schema=SCHEMA,
         include_schemas=True,
         include_name=include_name,
+        include_object=include_object,
         literal_binds=True,
     )
     with context.begin_transaction():
@@ -45,7 +54,12 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     global _default_schema
-    engine = sa.create_engine(_url(), poolclass=NullPool)
+    # The role's search_path is its own schema; reflected foreign keys would then lose their schema
+    # and autogenerate would report each one as changed. Migrations connect directly (never through
+    # PgBouncer), so the `options` startup parameter is fine here.
+    engine = sa.create_engine(
+        _url(), poolclass=NullPool, connect_args={"options": "-c search_path=pg_catalog"}
+    )
     with engine.connect() as connection:
         _default_schema = connection.dialect.default_schema_name
         context.configure(
@@ -54,6 +68,7 @@ def run_migrations_online() -> None:
             version_table_schema=SCHEMA,
             include_schemas=True,
             include_name=include_name,
+            include_object=include_object,
             compare_type=True,
         )
         with context.begin_transaction():

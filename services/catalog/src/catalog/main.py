@@ -6,8 +6,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from catalog.categories.router import router as categories_router
+from catalog.categories.router import tags_router
 from catalog.config import CatalogSettings
 from catalog.db import SCHEMA
+from catalog.products.router import router as products_router
+from catalog.reservations.router import router as reservations_router
+from catalog.reservations.sweeper import sweeper_lifespan
 from shop_common.app import ServiceSpec, build_service_app
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
@@ -15,5 +20,12 @@ ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()  # read from the environment
-    spec = ServiceSpec(name="catalog", schema=SCHEMA, alembic_ini=ALEMBIC_INI, routers=[])
+    spec = ServiceSpec(
+        name="catalog",
+        schema=SCHEMA,
+        alembic_ini=ALEMBIC_INI,
+        routers=[categories_router, tags_router, products_router, reservations_router],
+        description="Categories, products, tags and stock reservations.",
+        extra_lifespan=sweeper_lifespan,
+    )
     return build_service_app(spec, settings)

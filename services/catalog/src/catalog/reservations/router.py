@@ -1,0 +1,59 @@
+"""/internal/reservations: used by orders with the service token; never routed by the gateway."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+
+from catalog.config import CatalogSettings
+from catalog.reservations import service as reservation_service
+from catalog.reservations.schemas import ReservationCreate, ReservationRead, SweepResult
+from shop_common.auth import InternalCaller
+from shop_common.db import SessionDep
+
+router = APIRouter(
+    prefix="/internal/reservations", tags=["internal"], dependencies=[InternalCaller]
+)
+
+
+def _settings(request: Request) -> CatalogSettings:
+    settings: CatalogSettings = request.app.state.settings
+    return settings
+
+
+@router.post("", status_code=201)
+def create_reservation(
+    body: ReservationCreate, session: SessionDep, request: Request
+) -> ReservationRead:
+    reservation = reservation_service.create_reservation(
+        session, body, default_ttl_seconds=_settings(request).reservation_ttl_seconds
+    )
+    return ReservationRead.model_validate(reservation)
+
+
+@router.post("/sweep")
+def sweep_reservations(session: SessionDep, request: Request) -> SweepResult:
+    batch = _settings(request).reservation_sweep_batch_size
+    return SweepResult(expired=reservation_service.expire_all_overdue(session, batch_size=batch))
+
+
+@router.get("/{reservation_id}")
+def get_reservation(reservation_id: uuid.UUID, session: SessionDep) -> ReservationRead:
+    return ReservationRead.model_validate(
+        reservation_service.get_reservation(session, reservation_id)
+    )
+
+
+@router.post("/{reservation_id}/commit")
+def commit_reservation(reservation_id: uuid.UUID, session: SessionDep) -> ReservationRead:
+    return ReservationRead.model_validate(
+        reservation_service.commit_reservation(session, reservation_id)
+    )
+
+
+@router.post("/{reservation_id}/release")
+def release_reservation(reservation_id: uuid.UUID, session: SessionDep) -> ReservationRead:
+    return ReservationRead.model_validate(
+        reservation_service.release_reservation(session, reservation_id)
+    )

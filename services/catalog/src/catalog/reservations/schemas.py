@@ -1,0 +1,53 @@
+"""Internal reservation API models (DESIGN §4)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from catalog.categories.schemas import ForeignId
+from catalog.models import MAX_STOCK
+from shop_common.schemas import Input, Output
+
+ReservationStatus = Literal["held", "committed", "released", "expired"]
+
+
+class ReservationLine(Input):
+    product_id: ForeignId
+    quantity: Annotated[int, Field(ge=1, le=MAX_STOCK, strict=True)]
+
+
+class ReservationCreate(Input):
+    reservation_id: uuid.UUID
+    items: Annotated[list[ReservationLine], Field(min_length=1, max_length=100)]
+    ttl_seconds: Annotated[int, Field(ge=1, le=3600, strict=True)] | None = None
+
+    def quantities(self) -> dict[int, int]:
+        """Lines merged by product (a product listed twice is reserved once, summed), by id."""
+        merged: dict[int, int] = {}
+        for line in self.items:
+            merged[line.product_id] = merged.get(line.product_id, 0) + line.quantity
+        return dict(sorted(merged.items()))
+
+
+class ReservationItemRead(Output):
+    product_id: int
+    name: str
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+class ReservationRead(Output):
+    reservation_id: uuid.UUID = Field(validation_alias="id")
+    status: ReservationStatus
+    expires_at: datetime
+    items: list[ReservationItemRead]
+
+
+class SweepResult(Output):
+    expired: int

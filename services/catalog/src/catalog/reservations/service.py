@@ -1,0 +1,222 @@
+"""Stock reservations. Flushes, never commits; the request (or the sweeper) owns the transaction.
+
+Lock order: every statement that changes stock touches products in ascending product id, one
+conditional UPDATE per product, so concurrent reservations, releases and sweeps cannot deadlock.
+Every status change away from held/committed is a conditional UPDATE on the status, so stock is
+restored exactly once however many releases and sweeps race."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, selectinload
+
+from catalog.models import Product, Reservation, ReservationItem
+from catalog.reservations.exceptions import (
+    InsufficientStock,
+    InvalidReservationTransition,
+    ReservationExpired,
+    ReservationMismatch,
+    ReservationNotFound,
+    UnknownProducts,
+)
+from catalog.reservations.schemas import ReservationCreate
+
+_NO_SYNC = {"synchronize_session": False}
+
+
+def get_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
+    reservation = session.scalar(
+        select(Reservation)
+        .where(Reservation.id == reservation_id)
+        .options(selectinload(Reservation.items))
+        .execution_options(populate_existing=True)
+    )
+    if reservation is None:
+        raise ReservationNotFound(f"no reservation {reservation_id}")
+    return reservation
+
+
+def create_reservation(
+    session: Session, data: ReservationCreate, *, default_ttl_seconds: int
+) -> Reservation:
+    """All or nothing. Idempotent on reservation_id: the same items answer the stored reservation
+    (in whatever status it is now), other items are a ReservationMismatch. A concurrent request
+    with the same id waits on the primary key and then takes the idempotent path."""
+    wanted = data.quantities()
+    ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
+    created = session.scalar(
+        insert(Reservation)
+        .values(id=data.reservation_id, status="held", expires_at=func.now() + ttl)
+        .on_conflict_do_nothing(index_elements=[Reservation.id])
+        .returning(Reservation.id)
+    )
+    if created is None:
+        existing = get_reservation(session, data.reservation_id)
+        if {i.product_id: i.quantity for i in existing.items} != wanted:
+            raise ReservationMismatch(
+                f"reservation {data.reservation_id} exists with other items",
+                reservation_id=str(data.reservation_id),
+            )
+        return existing
+    _check_reservable(session, wanted)
+    _take_stock(session, data.reservation_id, wanted)
+    session.flush()
+    return get_reservation(session, data.reservation_id)
+
+
+def _check_reservable(session: Session, wanted: dict[int, int]) -> None:
+    rows = session.execute(
+        select(Product.id, Product.is_active).where(Product.id.in_(wanted))
+    ).all()
+    unknown = sorted(set(wanted) - {r.id for r in rows})
+    inactive = sorted(r.id for r in rows if not r.is_active)
+    if unknown or inactive:
+        raise UnknownProducts(
+            "some products do not exist or are not for sale",
+            unknown=unknown,
+            inactive=inactive,
+        )
+
+
+def _take_stock(session: Session, reservation_id: uuid.UUID, wanted: dict[int, int]) -> None:
+    short: list[int] = []
+    for product_id, quantity in wanted.items():  # ascending product id: the lock order
+        row = session.execute(
+            update(Product)
+            .where(
+                Product.id == product_id,
+                Product.stock_quantity >= quantity,
+                Product.is_active,
+            )
+            .values(stock_quantity=Product.stock_quantity - quantity)
+            .returning(Product.name, Product.sku, Product.price)
+            .execution_options(**_NO_SYNC)
+        ).one_or_none()
+        if row is None:
+            short.append(product_id)
+            continue
+        session.add(
+            ReservationItem(
+                reservation_id=reservation_id,
+                product_id=product_id,
+                quantity=quantity,
+                unit_price=row.price,
+                name=row.name,
+                sku=row.sku,
+            )
+        )
+    if short:
+        available = {
+            r.id: r.stock_quantity if r.is_active else 0
+            for r in session.execute(
+                select(Product.id, Product.stock_quantity, Product.is_active).where(
+                    Product.id.in_(short)
+                )
+            )
+        }
+        raise InsufficientStock(
+            "not enough stock for some products",
+            short=[
+                {"product_id": p, "requested": wanted[p], "available": available.get(p, 0)}
+                for p in short
+            ],
+        )
+
+
+def _restock(session: Session, reservation_ids: Sequence[uuid.UUID]) -> None:
+    """Give back the stock of these reservations, product by product in ascending id."""
+    totals = session.execute(
+        select(ReservationItem.product_id, func.sum(ReservationItem.quantity).label("quantity"))
+        .where(ReservationItem.reservation_id.in_(reservation_ids))
+        .group_by(ReservationItem.product_id)
+        .order_by(ReservationItem.product_id)
+    ).all()
+    for product_id, quantity in totals:
+        session.execute(
+            update(Product)
+            .where(Product.id == product_id)
+            .values(stock_quantity=Product.stock_quantity + quantity)
+            .execution_options(**_NO_SYNC)
+        )
+
+
+def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
+    """held → committed; committing again answers the same. A held reservation past its expiry
+    cannot be committed (the sweeper returns its stock)."""
+    session.execute(
+        update(Reservation)
+        .where(
+            Reservation.id == reservation_id,
+            Reservation.status == "held",
+            Reservation.expires_at > func.now(),
+        )
+        .values(status="committed", updated_at=func.now())
+        .execution_options(**_NO_SYNC)
+    )
+    reservation = get_reservation(session, reservation_id)
+    if reservation.status == "held":
+        raise ReservationExpired(
+            f"reservation {reservation_id} expired at {reservation.expires_at.isoformat()}",
+            status="expired",
+        )
+    if reservation.status != "committed":
+        raise InvalidReservationTransition(
+            f"reservation {reservation_id} is {reservation.status} and cannot be committed",
+            status=reservation.status,
+        )
+    return reservation
+
+
+def release_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
+    """held or committed → released, restoring the stock (a committed one is how a cancelled order
+    returns stock). Releasing again, or releasing an expired reservation, changes nothing."""
+    released = session.scalar(
+        update(Reservation)
+        .where(Reservation.id == reservation_id, Reservation.status.in_(("held", "committed")))
+        .values(status="released", updated_at=func.now())
+        .returning(Reservation.id)
+        .execution_options(**_NO_SYNC)
+    )
+    if released is not None:
+        _restock(session, [released])
+    return get_reservation(session, reservation_id)
+
+
+def expire_overdue(session: Session, *, limit: int) -> int:
+    """Expire at most `limit` held reservations past expires_at and restock them. Rows another
+    transaction holds (a release, another replica's sweeper) are skipped, not waited for."""
+    candidates = list(
+        session.scalars(
+            select(Reservation.id)
+            .where(Reservation.status == "held", Reservation.expires_at <= func.now())
+            .order_by(Reservation.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not candidates:
+        return 0
+    expired = list(
+        session.scalars(
+            update(Reservation)
+            .where(Reservation.id.in_(candidates), Reservation.status == "held")
+            .values(status="expired", updated_at=func.now())
+            .returning(Reservation.id)
+            .execution_options(**_NO_SYNC)
+        )
+    )
+    _restock(session, expired)
+    return len(expired)
+
+
+def expire_all_overdue(session: Session, *, batch_size: int) -> int:
+    """Expire every overdue held reservation in this one transaction; returns how many."""
+    total = 0
+    while (expired := expire_overdue(session, limit=batch_size)) > 0:
+        total += expired
+    return total
