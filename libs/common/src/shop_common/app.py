@@ -66,7 +66,7 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as jwks_client:

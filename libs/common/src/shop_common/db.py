@@ -23,9 +23,15 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """NullPool: PgBouncer does the pooling, so every checkout is a fresh client login to it.
-    No pool_pre_ping: with NullPool a connection is never reused, there is nothing to ping."""
+def make_engine(url: str, pool_size: int = 0, **kwargs: Any) -> Engine:
+    """pool_size 0 (the default, and the design's choice): NullPool, PgBouncer does the pooling, so
+    every checkout is a fresh client login to it; no pool_pre_ping, a connection is never reused.
+
+    pool_size > 0: a small in-process QueuePool of that many connections (no overflow, pre-ping),
+    meant for a DIRECT PostgreSQL URL. It exists so bench/ can compare both in one run; through
+    PgBouncer's transaction pooling a long-lived pool gains nothing."""
+    if pool_size > 0:
+        return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **kwargs)
     return create_engine(url, poolclass=NullPool, **kwargs)
 
 

@@ -28,6 +28,13 @@ class ShopSettings(BaseSettings):
     migrations_database_url: str | None = Field(
         default=None, description="Direct PostgreSQL URL used by Alembic; never through PgBouncer."
     )
+    db_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="0 (default): NullPool, PgBouncer pools. N > 0: an in-process QueuePool of N "
+        "connections, for a direct PostgreSQL URL (used by bench/ to compare the two).",
+    )
     internal_api_token: SecretStr = Field(description="Shared secret for /internal/ endpoints.")
     log_level: str = "INFO"
     log_json: bool = True
