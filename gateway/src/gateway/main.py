@@ -1,1 +1,152 @@
-"""Gateway application factory (placeholder until the gateway issue lands)."""
+"""Gateway application factory: `uvicorn --factory gateway.main:create_app`.
+
+The proxy path is plain ASGI (no routing, dependency injection or middleware stack per request);
+FastAPI serves only the gateway's own endpoints. Lifespan events go to the FastAPI app, whose
+lifespan opens one pooled session per upstream."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import GatewaySettings
+from gateway.control import CONTROL_PATHS, control_app, control_router, fetch_spec
+from gateway.openapi import MergedSpec, Spec
+from gateway.proxy import Proxy, Upstreams, make_session
+from gateway.ratelimit import make_rate_limiter
+from shop_common.errors import install_problem_handlers
+from shop_common.logs import configure_logging, reset_request_id, set_request_id
+from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
+
+access_log = logging.getLogger("shop.access")
+
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class Gateway:
+    """Request id in and out, security headers, access log and metrics around proxy or control."""
+
+    def __init__(
+        self, settings: GatewaySettings, control: ASGIApp, proxy: Proxy, *, access: bool
+    ) -> None:
+        self.control = control
+        self.proxy = proxy
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.control(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope)
+        token = set_request_id(request_id)
+        start = time.perf_counter()
+        status = 500
+        path: str = scope["path"]
+        is_control = path in CONTROL_PATHS
+        extra = list(_SECURITY_HEADERS)
+        if path != "/docs":  # Swagger UI needs its scripts; everything else is data
+            extra.append(_API_CSP)
+        if scope.get("scheme") == "https":
+            extra.append(_HSTS)
+        extra.append((b"x-request-id", request_id.encode()))
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in extra if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        route = "gateway"
+        try:
+            if is_control:
+                await self.control(scope, receive, send_with_headers)
+            else:
+                route = await self.proxy(scope, receive, send_with_headers, request_id)
+        finally:
+            if self.access:
+                elapsed = time.perf_counter() - start
+                method = scope["method"]
+                REQUESTS.labels("gateway", method, route, str(status)).inc()
+                LATENCY.labels("gateway", method, route).observe(elapsed)
+                access_log.info(
+                    "%s %s %s",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "route": route,
+                    },
+                )
+            reset_request_id(token)
+
+
+def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
+    settings = settings or GatewaySettings()
+    configure_logging("gateway", settings.log_level, settings.log_json)
+    upstreams = Upstreams(bases=settings.upstream_urls())
+    limiter = make_rate_limiter(
+        settings.redis_url,
+        settings.login_rate_limit,
+        settings.login_rate_window_seconds,
+        settings.redis_key_prefix,
+    )
+
+    async def fetch(name: str) -> Spec | None:
+        return await fetch_spec(upstreams, name, settings.health_timeout_seconds * 3)
+
+    spec = MergedSpec(
+        list(upstreams.bases),
+        settings.routes,
+        fetch,
+        settings.openapi_cache_seconds,
+        version("gateway"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        upstreams.sessions.update({name: make_session(settings) for name in upstreams.bases})
+        try:
+            yield
+        finally:
+            for session in upstreams.sessions.values():
+                await session.close()
+            upstreams.sessions.clear()
+            await limiter.close()
+
+    control = control_app(
+        control_router(upstreams, spec, settings.health_timeout_seconds), lifespan
+    )
+    control.state.settings = settings
+    install_problem_handlers(control)
+    proxy = Proxy(settings, upstreams, limiter)
+    app: ASGIApp = Gateway(settings, control, proxy, access=settings.access_log)
+    if settings.cors_origins:
+        app = CORSMiddleware(
+            app,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
+    return app

@@ -1,0 +1,118 @@
+"""The gateway's own endpoints (FastAPI, off the hot path): health, metrics, merged docs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.openapi import MergedSpec, Spec
+from gateway.proxy import Upstreams
+from shop_common.errors import problem_response
+
+CONTROL_PATHS = frozenset(
+    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
+)
+
+
+async def check_upstream(
+    upstreams: Upstreams, name: str, timeout_seconds: float
+) -> tuple[str, dict[str, Any]]:
+    session = upstreams.sessions[name]
+    start = time.perf_counter()
+    try:
+        async with session.get(
+            f"{upstreams.bases[name]}/health/ready",
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:
+            await response.read()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        latency = round((time.perf_counter() - start) * 1000, 2)
+        reason = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+        return name, {"status": "down", "error": reason, "latency_ms": latency}
+    latency = round((time.perf_counter() - start) * 1000, 2)
+    check: dict[str, Any] = {
+        "status": "ok" if status == 200 else "down",
+        "latency_ms": latency,
+        "http_status": status,
+    }
+    return name, check
+
+
+async def fetch_spec(upstreams: Upstreams, name: str, timeout_seconds: float) -> Spec | None:
+    try:
+        async with upstreams.sessions[name].get(
+            f"{upstreams.bases[name]}/openapi.json",
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:
+            if response.status != 200:
+                return None
+            data: Spec = await response.json(content_type=None)
+            return data
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def control_router(
+    upstreams: Upstreams, spec: MergedSpec, health_timeout_seconds: float
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health/live")
+    async def health_live() -> dict[str, str]:
+        return {"status": "ok", "service": "gateway"}
+
+    async def _aggregate(request: Request) -> JSONResponse:
+        results = await asyncio.gather(
+            *(check_upstream(upstreams, name, health_timeout_seconds) for name in upstreams.bases)
+        )
+        checks = dict(results)
+        if all(c["status"] == "ok" for c in checks.values()):
+            return JSONResponse({"status": "ok", "service": "gateway", "checks": checks})
+        down = sorted(name for name, c in checks.items() if c["status"] != "ok")
+        return problem_response(
+            503,
+            "Service not ready",
+            instance=request.url.path,
+            type="/problems/not-ready",
+            detail=f"upstream(s) not ready: {', '.join(down)}",
+            service="gateway",
+            checks=checks,
+        )
+
+    @router.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        return await _aggregate(request)
+
+    @router.get("/health/ready")
+    async def health_ready(request: Request) -> JSONResponse:
+        return await _aggregate(request)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(await spec.get())
+
+    @router.get("/docs")
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="shop API")
+
+    return router
+
+
+def control_app(router: APIRouter, lifespan: Any) -> FastAPI:
+    app = FastAPI(
+        title="gateway", openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
+    app.include_router(router)
+    return app

@@ -1,0 +1,342 @@
+"""The hot path: a plain ASGI handler that streams a request to its upstream and the answer back.
+
+One pooled aiohttp session per upstream (built in the lifespan). aiohttp itself retries an
+idempotent request once when a kept-alive connection turns out to be closed, never a POST/PATCH."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from starlette.types import Receive, Scope, Send
+from yarl import URL
+
+from gateway.config import GatewaySettings
+from gateway.ratelimit import RateLimiter
+from gateway.routing import resolve
+from shop_common.errors import problem_response
+
+log = logging.getLogger("gateway.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Set by the gateway itself; a client's value is never passed on.
+_REPLACED_REQUEST = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
+_DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-length"}
+# uvicorn adds its own date/server; the request id is added by the gateway on the way out.
+_DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
+SMALL_BODY_BYTES = 64 * 1024  # read whole below this: one send instead of a streaming loop
+LOGIN_PATHS = frozenset({"/auth/token", "/auth/token/"})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+@dataclass
+class Upstreams:
+    """One pooled session per upstream; filled by the lifespan, empty before it runs."""
+
+    bases: dict[str, str]
+    sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+
+
+def make_session(settings: GatewaySettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_pool_size,
+        keepalive_timeout=settings.upstream_keepalive_seconds,
+        ttl_dns_cache=300,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=settings.upstream_connect_timeout_seconds,
+        sock_read=settings.upstream_read_timeout_seconds,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,  # bytes pass through untouched, Content-Encoding and all
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        cookie_jar=aiohttp.DummyCookieJar(),  # a shared jar would leak one client's cookies to another
+        raise_for_status=False,
+    )
+
+
+def _problem(status: int, title: str, path: str, **extra: Any) -> Any:
+    return problem_response(status, title, instance=path, **extra)
+
+
+async def _read_all(receive: Receive, first: bytes, limit: int) -> bytes:
+    chunks = [first]
+    size = len(first)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class _Streamed:
+    """A request body read from ASGI while aiohttp sends it; counts bytes against the limit."""
+
+    def __init__(self, receive: Receive, first: bytes, limit: int) -> None:
+        self.receive = receive
+        self.first = first
+        self.limit = limit
+        self.too_large = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        size = len(self.first)
+        yield self.first
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                self.too_large = True
+                raise BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+class Proxy:
+    def __init__(
+        self, settings: GatewaySettings, upstreams: Upstreams, limiter: RateLimiter
+    ) -> None:
+        self.settings = settings
+        self.upstreams = upstreams
+        self.limiter = limiter
+        self.routes: Mapping[str, str] = dict(settings.routes)
+        self.methods = {prefix: settings.methods_for(prefix) for prefix in self.routes}
+        self.max_body = settings.max_body_bytes
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_header_count = settings.max_header_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> str:
+        """Answer the request; returns the route label used in metrics (the upstream or a reason)."""
+        raw: bytes | None = scope.get("raw_path")
+        raw_path = raw.decode("latin-1") if raw else scope["path"]
+        target = resolve(raw_path, self.routes)
+        if target is None:
+            await _problem(404, "Not Found", raw_path, detail="No such resource.")(
+                scope, receive, send
+            )
+            return "<unmatched>"
+        method: str = scope["method"]
+        allowed = self.methods[target.prefix]
+        if method not in allowed:
+            await _problem(
+                405,
+                "Method Not Allowed",
+                target.path,
+                detail=f"{method} is not allowed here.",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )(scope, receive, send)
+            return target.upstream
+
+        headers: list[tuple[str, str]] = []
+        header_bytes = 0
+        content_length: bytes | None = None
+        has_body = False
+        forwarded_for: str | None = None
+        host = ""
+        hop: list[bytes] = []
+        for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value)
+            if name in _DROP_REQUEST:
+                if name == b"content-length":
+                    content_length = value
+                elif name == b"transfer-encoding":
+                    has_body = True
+                elif name == b"connection":
+                    hop.extend(t.strip().lower() for t in value.split(b","))
+                elif name == b"x-forwarded-for":
+                    forwarded_for = value.decode("latin-1")
+                continue
+            if name == b"host":
+                host = value.decode("latin-1")
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if header_bytes > self.max_header_bytes or len(scope["headers"]) > self.max_header_count:
+            await _problem(
+                431,
+                "Request Header Fields Too Large",
+                target.path,
+                detail=f"Headers are limited to {self.max_header_bytes} bytes "
+                f"and {self.max_header_count} fields.",
+            )(scope, receive, send)
+            return target.upstream
+        if hop:
+            headers = [(k, v) for k, v in headers if k.encode("latin-1") not in hop]
+
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        client_ip = peer
+        if self.settings.trust_forwarded_for and forwarded_for:
+            client_ip = forwarded_for.split(",", 1)[0].strip() or peer
+            forwarded_for = f"{forwarded_for}, {peer}"
+        else:
+            forwarded_for = peer
+        headers.append(("X-Forwarded-For", forwarded_for))
+        headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+        if host:
+            headers.append(("X-Forwarded-Host", host))
+        headers.append(("X-Request-ID", request_id))
+
+        if method == "POST" and target.path in LOGIN_PATHS:
+            retry_after = await self.limiter.hit(client_ip)
+            if retry_after is not None:
+                await _problem(
+                    429,
+                    "Too Many Requests",
+                    target.path,
+                    type="/problems/too-many-requests",
+                    detail="Too many login attempts from this address; retry later.",
+                    retry_after=retry_after,
+                    headers={"Retry-After": str(retry_after)},
+                )(scope, receive, send)
+                return target.upstream
+
+        body: bytes | AsyncIterator[bytes] | None = None
+        streamed: _Streamed | None = None
+        try:
+            if content_length is not None:
+                if not content_length.isdigit():
+                    await _problem(
+                        400, "Bad Request", target.path, detail="Invalid Content-Length."
+                    )(scope, receive, send)
+                    return target.upstream
+                length = int(content_length)
+                if length > self.max_body:
+                    raise BodyTooLarge
+                headers.append(("Content-Length", content_length.decode()))
+                has_body = length > 0
+            if has_body:
+                first = await receive()
+                if first["type"] == "http.disconnect":
+                    return target.upstream
+                chunk: bytes = first.get("body", b"")
+                if len(chunk) > self.max_body:
+                    raise BodyTooLarge
+                if not first.get("more_body", False):
+                    body = chunk
+                elif content_length is not None and int(content_length) <= SMALL_BODY_BYTES:
+                    body = await _read_all(receive, chunk, self.max_body)
+                else:
+                    streamed = _Streamed(receive, chunk, self.max_body)
+                    body = streamed.chunks()
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send, target.path)
+            return target.upstream
+        except ClientGone:
+            return target.upstream
+
+        query: bytes = scope.get("query_string", b"")
+        url = self.upstreams.bases[target.upstream] + target.path
+        if query:
+            url += "?" + query.decode("latin-1")
+        session = self.upstreams.sessions[target.upstream]
+        started = False
+        try:
+            async with session.request(
+                method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            ) as response:
+                out = [
+                    (name, value)
+                    for name, value in response.raw_headers
+                    if name.lower() not in _DROP_RESPONSE
+                ]
+                length_out = response.content_length
+                if method == "HEAD" or (length_out is not None and length_out <= SMALL_BODY_BYTES):
+                    payload = await response.read()
+                    await send(
+                        {"type": "http.response.start", "status": response.status, "headers": out}
+                    )
+                    started = True
+                    await send({"type": "http.response.body", "body": payload})
+                    return target.upstream
+                await send(
+                    {"type": "http.response.start", "status": response.status, "headers": out}
+                )
+                started = True
+                async for part in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return target.upstream
+        except (BodyTooLarge, aiohttp.ClientError, TimeoutError) as exc:
+            if streamed is not None and streamed.too_large and not started:
+                await self._too_large(scope, receive, send, target.path)
+                return target.upstream
+            if started:  # the status is gone; closing the connection is the only signal left
+                log.warning(
+                    "upstream %s failed mid-response: %s", target.upstream, type(exc).__name__
+                )
+                raise
+            await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
+            return target.upstream
+        except ClientGone:
+            return target.upstream
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        await _problem(
+            413,
+            "Content Too Large",
+            path,
+            type="/problems/content-too-large",
+            detail=f"The request body is limited to {self.max_body} bytes.",
+            max_bytes=self.max_body,
+        )(scope, receive, send)
+
+    async def _upstream_failed(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: str,
+        path: str,
+        exc: BaseException,
+    ) -> None:
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            status, title, slug = 504, "Gateway Timeout", "upstream-timeout"
+            detail = f"The {upstream} service did not answer in time."
+        else:
+            status, title, slug = 502, "Bad Gateway", "upstream-unavailable"
+            detail = f"The {upstream} service cannot be reached."
+        log.warning("upstream %s failed: %s", upstream, type(exc).__name__)
+        await _problem(
+            status, title, path, type=f"/problems/{slug}", detail=detail, upstream=upstream
+        )(scope, receive, send)
