@@ -1,10 +1,35 @@
-"""`catalog` command line: `catalog serve` runs the API with uvicorn."""
+"""`catalog` command line: `catalog serve` runs the API, `catalog seed` loads the demo catalog."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import uvicorn
+from sqlalchemy.orm import Session
+
+from shop_common.db import make_engine
+
+
+def _seed() -> int:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("MIGRATIONS_DATABASE_URL")
+    if not url:
+        sys.stderr.write("catalog seed: set DATABASE_URL (or MIGRATIONS_DATABASE_URL)\n")
+        return 2
+    from catalog.seed import DEMO_PRODUCTS, seed_demo_catalog
+
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            created = seed_demo_catalog(session)
+    finally:
+        engine.dispose()
+    sys.stdout.write(
+        f"catalog seed: {created} demo products created, "
+        f"{len(DEMO_PRODUCTS) - created} already present\n"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    sub.add_parser("seed", help="load the demo catalog (idempotent)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         uvicorn.run("catalog.main:create_app", factory=True, host=args.host, port=args.port)
+    elif args.command == "seed":
+        raise SystemExit(_seed())
