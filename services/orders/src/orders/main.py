@@ -2,18 +2,75 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 
+from orders.catalog_client import CatalogClient, HttpCatalogClient
 from orders.config import OrdersSettings
 from orders.db import SCHEMA
+from orders.recovery import recovery_thread
+from orders.router import internal_router, router
+from orders.users_client import UsersClient
 from shop_common.app import ServiceSpec, build_service_app
 
 ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
-def create_app(settings: OrdersSettings | None = None) -> FastAPI:
+def create_app(
+    settings: OrdersSettings | None = None, *, catalog: CatalogClient | None = None
+) -> FastAPI:
+    """`catalog` replaces the HTTP catalog client (the fault tests inject a faulty one)."""
     settings = settings or OrdersSettings()  # read from the environment
-    spec = ServiceSpec(name="orders", schema=SCHEMA, alembic_ini=ALEMBIC_INI, routers=[])
+    resolved = settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(
+            connect=resolved.catalog_connect_timeout_seconds,
+            read=resolved.catalog_read_timeout_seconds,
+            write=resolved.catalog_read_timeout_seconds,
+            pool=resolved.catalog_connect_timeout_seconds,
+        )
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        token = resolved.internal_api_token.get_secret_value()
+        with httpx.Client(timeout=timeout, limits=limits) as client:
+            app.state.catalog = catalog or HttpCatalogClient(
+                client,
+                base_url=resolved.catalog_url,
+                service_token=token,
+                retries=resolved.catalog_retries,
+                backoff_seconds=resolved.catalog_backoff_seconds,
+            )
+            app.state.users = UsersClient(
+                client,
+                base_url=resolved.users_url,
+                service_token=token,
+                timeout_seconds=resolved.users_timeout_seconds,
+            )
+            factory: sessionmaker[Session] = app.state.sessionmaker
+            if resolved.recovery_interval_seconds > 0:
+                with recovery_thread(
+                    factory,
+                    app.state.catalog,
+                    interval_seconds=resolved.recovery_interval_seconds,
+                    older_than_seconds=resolved.placing_deadline_seconds,
+                    batch_size=resolved.recovery_batch_size,
+                ):
+                    yield
+            else:
+                yield
+
+    spec = ServiceSpec(
+        name="orders",
+        schema=SCHEMA,
+        alembic_ini=ALEMBIC_INI,
+        routers=[router, internal_router],
+        description="Orders: placement across services (stock reserved in catalog), status, stats.",
+        extra_lifespan=lifespan,
+    )
     return build_service_app(spec, settings)

@@ -82,7 +82,9 @@ class Order(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
 
     items: Mapped[list[OrderItem]] = relationship(
         back_populates="order", lazy="raise", order_by="OrderItem.id"

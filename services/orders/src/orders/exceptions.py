@@ -1,0 +1,53 @@
+"""Domain errors of the orders service; statuses are mapped once, in shop_common.errors."""
+
+from __future__ import annotations
+
+from shop_common.errors import Conflict, Forbidden, NotFound, Unprocessable, UpstreamUnavailable
+
+
+class OrderNotFound(NotFound):
+    title = "Order not found"
+
+
+class InsufficientStock(Conflict):
+    title = "Insufficient stock"
+
+
+class UnknownProducts(Unprocessable):
+    title = "Unknown or inactive products"
+
+
+class CatalogUnavailable(UpstreamUnavailable):
+    title = "Catalog unavailable"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    title = "Idempotency key reused with another request"
+
+
+class OrderInProgress(Conflict):
+    title = "Order with this idempotency key is still being placed"
+
+
+class OrderRejected(Conflict):
+    title = "Order was rejected"
+
+
+class InvalidStatusTransition(Conflict):
+    title = "Invalid status transition"
+
+
+class CancellationPending(Conflict):
+    title = "Order is being cancelled"
+
+
+class ActingForOtherUser(Forbidden):
+    title = "Only administrators may act for another user"
+
+
+class OwnerCannotChangeStatus(Forbidden):
+    title = "Only administrators may make this status change"
+
+
+class OrderTooLarge(Unprocessable):
+    title = "Order total too large"

@@ -1,0 +1,135 @@
+"""/orders handlers (thin: parse, call one service function, shape the output) and the internal
+recovery trigger."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from orders import placement, recovery
+from orders import service as order_service
+from orders.deps import CatalogDep, SessionFactoryDep, SettingsDep, UsersDep
+from orders.models import OrderStatus
+from orders.schemas import (
+    OrderCreate,
+    OrderFilters,
+    OrderRead,
+    OrdersSummary,
+    RecoveryReport,
+    TopSpender,
+)
+from shop_common.auth import AdminUser, CurrentUser, InternalCaller
+from shop_common.db import SessionDep
+from shop_common.schemas import Page, PageDep
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+internal_router = APIRouter(prefix="/internal/orders", tags=["internal"], include_in_schema=False)
+
+OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Same key and body again answer the same order (Idempotent-Replayed: true).",
+    ),
+]
+StatusFilter = Annotated[
+    OrderStatus | None, Query(description="placing/rejected/failed are listed only when asked for")
+]
+UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+
+
+@router.post("/", status_code=201)
+def create_order(
+    body: OrderCreate,
+    user: CurrentUser,
+    factory: SessionFactoryDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderRead:
+    placed = placement.place_order(factory, catalog, settings, user, body, idempotency_key)
+    if placed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderRead.model_validate(placed.order)
+
+
+@router.get("/")
+def list_orders(
+    session: SessionDep,
+    user: CurrentUser,
+    page: PageDep,
+    status: StatusFilter = None,
+    user_id: UserFilter = None,
+) -> Page[OrderRead]:
+    filters = OrderFilters(status=status, user_id=user_id)
+    rows, total = order_service.list_orders(session, user, filters, page)
+    return Page[OrderRead].build([OrderRead.model_validate(o) for o in rows], total, page)
+
+
+@router.get("/stats/summary")
+def get_orders_summary(session: SessionDep, _admin: AdminUser) -> OrdersSummary:
+    return order_service.summary(session)
+
+
+@router.get("/stats/top-spenders")
+def get_top_spenders(
+    session: SessionDep,
+    users: UsersDep,
+    _admin: AdminUser,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> list[TopSpender]:
+    return order_service.top_spenders(session, users, limit)
+
+
+@router.get("/user/{user_id}")
+def list_user_orders(
+    user_id: UserId,
+    session: SessionDep,
+    user: CurrentUser,
+    page: PageDep,
+    status: StatusFilter = None,
+) -> Page[OrderRead]:
+    rows, total = order_service.list_user_orders(session, user, user_id, status, page)
+    return Page[OrderRead].build([OrderRead.model_validate(o) for o in rows], total, page)
+
+
+@router.get("/{order_id}")
+def get_order(order_id: OrderId, session: SessionDep, user: CurrentUser) -> OrderRead:
+    return OrderRead.model_validate(order_service.get_order(session, user, order_id))
+
+
+@router.patch("/{order_id}/status")
+def change_order_status(
+    order_id: OrderId,
+    new_status: Annotated[OrderStatus, Query()],
+    user: CurrentUser,
+    factory: SessionFactoryDep,
+    catalog: CatalogDep,
+) -> OrderRead:
+    order = order_service.change_status(factory, catalog, user, order_id, new_status)
+    return OrderRead.model_validate(order)
+
+
+@internal_router.post("/recover", dependencies=[InternalCaller])
+def recover_orders(
+    factory: SessionFactoryDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    older_than_seconds: Annotated[float | None, Query(ge=0, le=86_400)] = None,
+) -> RecoveryReport:
+    """Run the recovery job once, now (tests; operators). Default age: placing_deadline_seconds."""
+    return recovery.recover_orders(
+        factory,
+        catalog,
+        older_than_seconds=(
+            settings.placing_deadline_seconds if older_than_seconds is None else older_than_seconds
+        ),
+        batch_size=settings.recovery_batch_size,
+    )
