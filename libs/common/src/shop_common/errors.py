@@ -124,6 +124,18 @@ def _describe(exc: Exception) -> tuple[int, str, dict[str, Any]]:
                     "errors": _validation_errors(exc),
                 },
             )
+        case StarletteHTTPException() if isinstance(exc.__cause__, UnicodeError):
+            # FastAPI answers 400 when a JSON body is not valid UTF-8; it is a malformed body
+            # like any other JSON error, so it gets the same 422 as a JSON syntax error.
+            return (
+                422,
+                "Invalid request",
+                {
+                    "type": "/problems/validation-error",
+                    "detail": "The request body is not valid UTF-8.",
+                    "errors": [{"loc": ["body"], "msg": "invalid UTF-8", "type": "json_invalid"}],
+                },
+            )
         case StarletteHTTPException():
             phrase = HTTPStatus(exc.status_code).phrase
             detail = exc.detail if isinstance(exc.detail, str) else phrase
