@@ -125,10 +125,19 @@ def jwt_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
     return TestKeys(pem, path, public_jwk(load_private_key(pem)))
 
 
+# Every test client is 127.0.0.1, so the production login limits (a few per minute per IP) would
+# throttle the suite itself. The stack raises them; rate limiting has tests of its own that start
+# an app or a gateway with low limits.
+TEST_STACK_ENV: dict[str, dict[str, str]] = {
+    "users": {"LOGIN_RATE_LIMIT_PER_MINUTE": "100000", "LOGIN_RATE_LIMIT_BURST": "100000"},
+    "gateway": {"LOGIN_RATE_LIMIT": "100000"},
+}
+
+
 @pytest.fixture(scope="session")
 def stack_extra_env() -> dict[str, dict[str, str]]:
     """Per-process environment added to the test stack; override in a conftest to change it."""
-    return {}
+    return {name: dict(env) for name, env in TEST_STACK_ENV.items()}
 
 
 @pytest.fixture(scope="session")
