@@ -54,6 +54,12 @@ def delete_category(category_id: CategoryId, session: SessionDep, _admin: AdminU
 
 
 @tags_router.get("/")
-def list_tags(session: SessionDep, page: PageDep) -> Page[TagRead]:
-    rows, total = category_service.list_tags(session, page)
+def list_tags(
+    session: SessionDep,
+    page: PageDep,
+    q: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+) -> Page[TagRead]:
+    """Tags by name; `q` keeps the tags whose (normalised) name starts with it."""
+    prefix = " ".join(q.split()).casefold() if q else None
+    rows, total = category_service.list_tags(session, page, prefix=prefix)
     return Page[TagRead].build([TagRead.model_validate(t) for t in rows], total, page)

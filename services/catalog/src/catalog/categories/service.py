@@ -163,7 +163,7 @@ def update_category(session: Session, category_id: int, data: CategoryUpdate) ->
         )
     for field, value in changes.items():
         setattr(category, field, value)
-    _flush(session, category.slug)
+    _flush(session, changes.get("slug", category.slug))
     return get_category(session, category_id)
 
 
@@ -198,5 +198,8 @@ def tags_named(session: Session, names: Iterable[str]) -> list[Tag]:
     return list(session.scalars(select(Tag).where(Tag.name.in_(wanted)).order_by(Tag.name)))
 
 
-def list_tags(session: Session, params: PageParams) -> tuple[list[Tag], int]:
-    return paginate(session, select(Tag).order_by(Tag.name), params)
+def list_tags(session: Session, params: PageParams, *, prefix: str | None) -> tuple[list[Tag], int]:
+    stmt = select(Tag).order_by(Tag.name)
+    if prefix:
+        stmt = stmt.where(Tag.name.startswith(prefix, autoescape=True))
+    return paginate(session, stmt, params)

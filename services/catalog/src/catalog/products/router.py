@@ -91,8 +91,9 @@ def list_low_stock_products(
     session: SessionDep,
     page: PageDep,
     threshold: Annotated[int, Query(ge=0, le=MAX_STOCK)] = 10,
+    category_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
 ) -> Page[ProductRead]:
-    rows, total = product_service.list_low_stock(session, threshold, page)
+    rows, total = product_service.list_low_stock(session, threshold, page, category_id=category_id)
     return _page(rows, total, page)
 
 

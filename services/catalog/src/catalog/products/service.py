@@ -102,14 +102,15 @@ def _category(session: Session, category_id: int | None) -> Category | None:
 
 
 def _flush(session: Session, product: Product) -> None:
+    sku, slug = product.sku, product.slug  # read now: a failed flush expires the object
     try:
         session.flush()
     except IntegrityError as exc:
         name = constraint_name(exc)
         if name == "uq_products_sku":
-            raise SkuTaken(f"SKU {product.sku} is already in use", sku=product.sku) from exc
+            raise SkuTaken(f"SKU {sku} is already in use", sku=sku) from exc
         if name == "uq_products_slug":
-            raise SlugTaken(f"slug {product.slug!r} is already in use", slug=product.slug) from exc
+            raise SlugTaken(f"slug {slug!r} is already in use", slug=slug) from exc
         if name == "fk_products_category_id_categories":
             raise UnknownCategory("the category no longer exists") from exc
         raise
@@ -279,7 +280,7 @@ def _order_by(sort: SortField) -> list[Any]:
 
 
 def list_low_stock(
-    session: Session, threshold: int, params: PageParams
+    session: Session, threshold: int, params: PageParams, *, category_id: int | None = None
 ) -> tuple[list[Product], int]:
     """Active products with at most `threshold` units, fewest first."""
     stmt = (
@@ -288,6 +289,8 @@ def list_low_stock(
         .where(Product.is_active, Product.stock_quantity <= threshold)
         .order_by(Product.stock_quantity, Product.id)
     )
+    if category_id is not None:
+        stmt = stmt.where(Product.category_id == category_id)
     return paginate(session, stmt, params)
 
 
