@@ -241,3 +241,16 @@ class Stock:
 @pytest.fixture(scope="session")
 def stock(admin_engine: Engine) -> Stock:
     return Stock(admin_engine)
+
+
+SettingsFactory = Callable[..., OrdersSettings]
+
+
+@pytest.fixture(scope="session")
+def make_settings(shop_db: ShopDatabase, stack: RunningStack) -> SettingsFactory:
+    """Settings of an extra in-process orders app, e.g. one aimed at a faulty catalog."""
+
+    def make(**overrides: Any) -> OrdersSettings:
+        return orders_settings(shop_db, stack, **overrides)
+
+    return make
