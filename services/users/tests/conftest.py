@@ -57,6 +57,19 @@ def make_settings(shop_db: ShopDatabase, **overrides: Any) -> UsersSettings:
     return UsersSettings(**kwargs)
 
 
+SettingsFactory = Callable[..., UsersSettings]
+
+
+@pytest.fixture(scope="session")
+def settings_factory(shop_db: ShopDatabase) -> SettingsFactory:
+    """Settings for another app on the same database (other limits, Argon2 parameters...)."""
+
+    def make(**overrides: Any) -> UsersSettings:
+        return make_settings(shop_db, **overrides)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def admin_username() -> str:
     return unique("root_")

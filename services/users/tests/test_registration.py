@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,9 +27,7 @@ def body(**fields: Any) -> dict[str, Any]:
 
 
 def stored(db: Session, username: str) -> int:
-    return db.scalar(
-        select(func.count()).where(func.lower(User.username) == username.lower())
-    ) or 0
+    return db.scalar(select(func.count()).where(func.lower(User.username) == username.lower())) or 0
 
 
 class TestRegister:
@@ -123,15 +120,16 @@ class TestDuplicates:
         data = body()
         barrier = threading.Barrier(4)
 
-        def register(_: int) -> Response:
+        def register(_: int) -> tuple[int, str]:
             barrier.wait()
-            return client.post("/users/", json=data)
+            response = client.post("/users/", json=data)
+            return response.status_code, response.json().get("type", "")
 
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(register, range(4)))
 
-        assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
-        conflicts = [r.json()["type"] for r in responses if r.status_code == 409]
+        assert sorted(status for status, _ in responses) == [201, 409, 409, 409]
+        conflicts = [kind for status, kind in responses if status == 409]
         assert set(conflicts) <= {"/problems/username-taken", "/problems/email-taken"}
         assert stored(db, data["username"]) == 1
 
