@@ -30,6 +30,8 @@ def make_engine(url: str, pool_size: int = 0, **kwargs: Any) -> Engine:
     pool_size > 0: a small in-process QueuePool of that many connections (no overflow, pre-ping),
     meant for a DIRECT PostgreSQL URL. It exists so bench/ can compare both in one run; through
     PgBouncer's transaction pooling a long-lived pool gains nothing."""
+    # Fail fast instead of hanging on an unreachable host (libpq waits forever by default).
+    kwargs.setdefault("connect_args", {"connect_timeout": 5})
     if pool_size > 0:
         return create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True, **kwargs)
     return create_engine(url, poolclass=NullPool, **kwargs)
