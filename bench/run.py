@@ -1,0 +1,174 @@
+"""`make bench`: start the stack locally, seed it through the gateway, drive load with wrk, and
+write bench/results/latest.json, latest.md and latency.png (targets: DESIGN §8).
+
+    uv run python bench/run.py                 # full run, about 3-4 minutes
+    uv run python bench/run.py --quick         # ~1 minute smoke run
+    uv run python bench/run.py --duration 30 --only product_direct,product_gateway
+    uv run --with py-spy python bench/run.py --profile order_gateway
+
+Needs PostgreSQL reachable at SHOP_PG_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres),
+PgBouncer and wrk (`apt-get install pgbouncer wrk`). Everything runs on loopback, bounded in time
+and connections; the throwaway database shop_bench_<hex> is dropped at the end."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shopbench import cpu, pyspy, report, scenarios
+from shopbench.environment import bench_environment
+from shopbench.seed import seed
+from shopbench.wrk import WrkMissing, find_wrk, run_wrk, wrk_version
+
+from shop_dev.pgbouncer import find_pgbouncer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVICES = ("gateway", "users", "catalog", "orders")
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per scenario, ~1 min")
+    parser.add_argument("--duration", type=float, help="seconds measured per scenario (15)")
+    parser.add_argument("--warmup", type=float, help="seconds of unmeasured load before each (3)")
+    parser.add_argument("--connections", type=int, help="override every scenario's connections")
+    parser.add_argument("--scarce-stock", type=int, help="units in the contention scenario (200)")
+    parser.add_argument("--pool-size", type=int, default=5, help="QueuePool size compared (5)")
+    parser.add_argument("--only", help="comma-separated scenario keys to run (default: all)")
+    parser.add_argument("--profile", default="", help="scenario keys to profile with py-spy")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where results go")
+    args = parser.parse_args(argv)
+    args.duration = args.duration or (3.0 if args.quick else 15.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    args.scarce_stock = args.scarce_stock or (50 if args.quick else 200)
+    if not 1 <= args.duration <= 120:
+        parser.error("--duration must be between 1 and 120 seconds")
+    if args.connections is not None and not 1 <= args.connections <= 256:
+        parser.error("--connections must be between 1 and 256")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        wrk = find_wrk()
+    except WrkMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if find_pgbouncer() is None:
+        print(
+            "PgBouncer is not installed (apt-get install pgbouncer): the benchmark measures "
+            "the production path through it.",
+            file=sys.stderr,
+        )
+        return 2
+    wanted = set(args.only.split(",")) if args.only else None
+    profiled = {key for key in args.profile.split(",") if key}
+    if profiled:
+        pyspy.find_py_spy()
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    load_start = _loadavg()
+    _say(f"starting the stack (load average {load_start})")
+    with bench_environment(args.pool_size, args.keep_logs) as env:
+        _say(f"stack up in {time.monotonic() - started:.1f} s; seeding through the gateway")
+        config = env.stack.config
+        data = seed(
+            env.url("gateway"),
+            config.superuser.username,
+            config.superuser.password,
+            args.scarce_stock,
+        )
+        plan = scenarios.build(env, data, args.connections)
+        unknown = (wanted or set()) - {s.key for s in plan} | profiled - {s.key for s in plan}
+        if unknown:
+            _say(f"unknown scenario keys {sorted(unknown)}; known: {[s.key for s in plan]}")
+            return 2
+        results: dict[str, Any] = {}
+        profiles: dict[str, Any] = {}
+        contention: dict[str, Any] | None = None
+        for scenario in plan:
+            if wanted is not None and scenario.key not in wanted:
+                continue
+            duration = scenario.duration(args.duration)
+            if scenario.warmup and args.warmup > 0:
+                run_wrk(wrk, scenario.load, duration=args.warmup, connections=scenario.connections)
+            load_before = _loadavg()
+            pids = env.pids()
+            recording = None
+            if scenario.key in profiled:
+                services = {n: p for n, p in pids.items() if n in SERVICES}
+                recording = pyspy.record(services, duration, args.output / "profiles", scenario.key)
+            cpu_before = cpu.snapshot(pids, config.database)
+            result = run_wrk(
+                wrk, scenario.load, duration=duration, connections=scenario.connections
+            )
+            cpu_after = cpu.snapshot(pids, config.database)
+            if recording is not None:
+                profiles[scenario.key] = pyspy.finish(recording)
+            results[scenario.key] = {
+                "title": scenario.title,
+                "path": scenario.load.path,
+                "method": scenario.load.method,
+                "via": scenario.process,
+                "connections": scenario.connections,
+                **result.to_json(),
+                "cpu_ms_per_request": cpu.per_request_ms(cpu_before, cpu_after, result.requests),
+                "loadavg_before": load_before,
+            }
+            if scenario.key == "order_contention":
+                contention = scenarios.contention_check(env, data, result)
+            lat = result.latency_ms
+            _say(
+                f"{scenario.key:<22} {result.success_rps:8.1f} ok/s  p50 {lat['p50']:7.2f}  "
+                f"p95 {lat['p95']:7.2f}  p99 {lat['p99']:7.2f} ms  {dict(sorted(result.statuses.items()))}"
+            )
+    compared = report.comparisons(results)
+    document: dict[str, Any] = {
+        "run": {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.monotonic() - started, 1),
+            "quick": args.quick,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "cpus": os.cpu_count(),
+            "platform": f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+            "wrk": wrk_version(wrk),
+            "wrk_threads": 1,
+            "queuepool_size": args.pool_size,
+            "loadavg_start": load_start,
+            "loadavg_end": _loadavg(),
+        },
+        "scenarios": results,
+        "comparisons": compared,
+        "contention": contention,
+        "targets": report.targets(results, compared, contention),
+    }
+    if profiles:
+        document["profiles"] = profiles
+    report.write(document, args.output)
+    _say(
+        f"wrote {args.output}/latest.json, latest.md, latency.png in {document['run']['wall_time_s']} s"
+    )
+    print((args.output / "latest.md").read_text())
+    return 0 if contention is None or contention["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""CPU time spent by each process of the stack during a scenario, from /proc (Linux).
+
+CPU milliseconds per request barely depend on how busy the machine is (unlike throughput on a
+shared 2-core box), and they say where the time goes: gateway, users, catalog, orders, PgBouncer,
+or the PostgreSQL backends serving the bench database."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def _postgres_backends(database: str) -> dict[int, float]:
+    """Backends whose process title names the bench database ("postgres: role db ...")."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres:") and f" {database} " in title:
+            seconds = _cpu_seconds(int(entry.name))
+            if seconds is not None:
+                found[int(entry.name)] = seconds
+    return found
+
+
+Snapshot = tuple[dict[str, float], dict[int, float]]
+
+
+def snapshot(pids: Mapping[str, int], database: str) -> Snapshot:
+    own = {name: s for name, pid in pids.items() if (s := _cpu_seconds(pid)) is not None}
+    return own, _postgres_backends(database)
+
+
+def per_request_ms(before: Snapshot, after: Snapshot, requests: int) -> dict[str, float]:
+    """CPU ms per request by process (only those that did measurable work), and the total."""
+    if requests <= 0:
+        return {}
+    out: dict[str, float] = {}
+    for name, seconds in after[0].items():
+        delta = seconds - before[0].get(name, seconds)
+        if delta > 0:
+            out[name] = round(delta * 1000 / requests, 3)
+    backends = sum(s - before[1].get(pid, 0.0) for pid, s in after[1].items())
+    if backends > 0:
+        out["postgres"] = round(backends * 1000 / requests, 3)
+    out["total"] = round(sum(out.values()), 3)
+    return out

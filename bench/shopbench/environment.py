@@ -1,0 +1,122 @@
+"""The stack under test: a throwaway database, PgBouncer and the four services as local processes
+(the lead's launcher, shop_dev.stack), plus a second catalog process connected DIRECTLY to
+PostgreSQL through a small QueuePool, for the NullPool-vs-QueuePool comparison."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from shop_common.keys import generate_private_key_pem
+from shop_dev.bootstrap import Cluster, drop_database
+from shop_dev.defaults import DEFAULT_ADMIN_URL, role_passwords
+from shop_dev.processes import ServiceProcess
+from shop_dev.stack import Stack, StackConfig, Superuser, free_port
+
+# Raised for the benchmark only: scenario (6) logs in hundreds of times a second from one IP.
+LOGIN_LIMITS_OFF = {
+    "users": {"LOGIN_RATE_LIMIT_PER_MINUTE": "0"},  # 0 disables (users.config)
+    "gateway": {"LOGIN_RATE_LIMIT": str(10**9)},
+}
+
+
+@dataclass
+class BenchEnvironment:
+    stack: Stack
+    pooled_catalog: ServiceProcess  # DATABASE_URL direct to PostgreSQL, DB_POOL_SIZE > 0
+    pool_size: int
+    logs: Path
+
+    @property
+    def admin_dsn(self) -> str:
+        """libpq DSN of the PostgreSQL superuser in the bench database (invariant checks)."""
+        return self.stack.config.cluster.dsn_for(self.stack.config.database)
+
+    def url(self, name: str) -> str:
+        if name == "catalog_queuepool":
+            return self.pooled_catalog.url
+        return self.stack.url(name)
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack by name (PgBouncer included), for CPU accounting and py-spy."""
+        processes = {name: p.process for name, p in self.stack.processes.items()}
+        processes["catalog_queuepool"] = self.pooled_catalog.process
+        found = {name: p.pid for name, p in processes.items() if p is not None}
+        if self.stack.pgbouncer.process is not None:
+            found["pgbouncer"] = self.stack.pgbouncer.process.pid
+        return found
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def bench_environment(pool_size: int, keep_logs: bool) -> Iterator[BenchEnvironment]:
+    """Start everything; on the way out stop every process and drop the database."""
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so a SIGTERM still cleans up
+    cluster = Cluster(os.environ.get("SHOP_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
+    database = f"shop_bench_{uuid.uuid4().hex[:12]}"
+    workdir = Path(tempfile.mkdtemp(prefix="shop-bench-"))
+    bouncer_dir = Path(tempfile.mkdtemp(prefix="shop-bench-pgbouncer-"))  # postgres must reach it
+    key_file = workdir / "jwt-ed25519.pem"
+    key_file.write_bytes(generate_private_key_pem())
+    key_file.chmod(0o600)
+    logs = workdir / "logs"
+    config = StackConfig(
+        cluster=cluster,
+        database=database,
+        # Roles are cluster-wide: keep the passwords every other local stack uses.
+        passwords=role_passwords(),
+        internal_api_token=secrets.token_urlsafe(32),
+        ports={
+            name: free_port() for name in ("pgbouncer", "users", "catalog", "orders", "gateway")
+        },
+        workdir=logs,
+        pgbouncer_dir=bouncer_dir,
+        jwt_private_key_file=key_file,
+        superuser=Superuser(
+            f"bench_admin_{secrets.token_hex(4)}",
+            "bench-admin@example.com",
+            secrets.token_urlsafe(24),
+        ),
+        environment="test",
+        extra_env={name: dict(env) for name, env in LOGIN_LIMITS_OFF.items()},
+    )
+    stack = Stack(config)
+    pooled = ServiceProcess(
+        name="catalog",
+        port=free_port(),
+        env={
+            **stack.env("catalog"),
+            "DATABASE_URL": stack.direct_url("catalog"),
+            "DB_POOL_SIZE": str(pool_size),
+        },
+        log_path=logs / "catalog-queuepool.log",
+    )
+    ok = False
+    try:
+        stack.prepare_database()
+        stack.start_all()
+        pooled.start()
+        pooled.wait_live()
+        yield BenchEnvironment(stack, pooled, pool_size, logs)
+        ok = True
+    finally:
+        pooled.stop()
+        stack.stop_all()
+        drop_database(cluster, database)
+        shutil.rmtree(bouncer_dir, ignore_errors=True)
+        if ok and not keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"bench: service logs kept in {logs}", flush=True)

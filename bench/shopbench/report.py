@@ -1,0 +1,252 @@
+"""Targets of DESIGN §8, and the three outputs: latest.json, latest.md, latency.png."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    target: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+
+def _ratio(results: dict[str, Any], numerator: str, denominator: str) -> float | None:
+    a, b = results.get(numerator), results.get(denominator)
+    if a is None or b is None or not b["success_rps"]:
+        return None
+    return float(a["success_rps"]) / float(b["success_rps"])
+
+
+def comparisons(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    gateway = _ratio(results, "product_gateway", "product_direct")
+    if gateway is not None:
+        added = (
+            results["product_gateway"]["latency_ms"]["p50"]
+            - results["product_direct"]["latency_ms"]["p50"]
+        )
+        out["gateway_vs_direct"] = {
+            "throughput_ratio": round(gateway, 3),
+            "p50_added_ms": round(added, 2),
+        }
+    pool = _ratio(results, "product_direct", "product_queuepool")
+    if pool is not None:
+        out["nullpool_pgbouncer_vs_queuepool_direct"] = {"throughput_ratio": round(pool, 3)}
+    return out
+
+
+def targets(
+    results: dict[str, Any], compared: dict[str, Any], contention: dict[str, Any] | None
+) -> list[Target]:
+    lines: list[Target] = []
+
+    def add(what: str, target: str, value: float | None, fmt: str, ok: bool | None) -> None:
+        lines.append(Target(what, target, "not run" if value is None else fmt.format(value), ok))
+
+    gw = compared.get("gateway_vs_direct")
+    add(
+        "gateway vs direct, `GET /products/{id}` throughput",
+        "≥ 0.85x",
+        gw and gw["throughput_ratio"],
+        "{:.2f}x",
+        None if gw is None else gw["throughput_ratio"] >= 0.85,
+    )
+    add(
+        "gateway vs direct, `GET /products/{id}` p50 added",
+        "≤ 1 ms",
+        gw and gw["p50_added_ms"],
+        "{:+.2f} ms",
+        None if gw is None else gw["p50_added_ms"] <= 1.0,
+    )
+    order = results.get("order_gateway")
+    add(
+        "`POST /orders/` through the gateway, throughput",
+        "≥ 300/s",
+        order and order["success_rps"],
+        "{:.0f}/s",
+        None if order is None else order["success_rps"] >= 300,
+    )
+    add(
+        "`POST /orders/` through the gateway, p99",
+        "≤ 100 ms",
+        order and order["latency_ms"]["p99"],
+        "{:.1f} ms",
+        None if order is None else order["latency_ms"]["p99"] <= 100,
+    )
+    me = results.get("users_me_gateway")
+    add(
+        "`GET /users/me` through the gateway",
+        "≥ 450/s",
+        me and me["success_rps"],
+        "{:.0f}/s",
+        None if me is None else me["success_rps"] >= 450,
+    )
+    token = results.get("auth_token_gateway")
+    add(
+        "`POST /auth/token` (Argon2id OWASP minimum)",
+        "≥ 40/s",
+        token and token["success_rps"],
+        "{:.0f}/s",
+        None if token is None else token["success_rps"] >= 40,
+    )
+    pool = compared.get("nullpool_pgbouncer_vs_queuepool_direct")
+    add(
+        "NullPool through PgBouncer vs small QueuePool direct (reads)",
+        "≥ 0.8x",
+        pool and pool["throughput_ratio"],
+        "{:.2f}x",
+        None if pool is None else pool["throughput_ratio"] >= 0.8,
+    )
+    if contention is None:
+        lines.append(
+            Target("scarce stock under contention: no oversell", "invariant holds", "not run", None)
+        )
+    else:
+        answers = contention["answers"]
+        lines.append(
+            Target(
+                "scarce stock under contention: no oversell",
+                f"exactly {contention['initial_stock']} x 201, invariant holds",
+                f"{answers['201']} x 201, {answers['409']} x 409, {answers['other']} other; "
+                f"stock left {contention['database']['available']}",
+                bool(contention["ok"]),
+            )
+        )
+    return lines
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "**miss**", None: "—"}[passed]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    meta = report["run"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"Run {meta['finished_at']} on {meta['cpus']} CPUs ({meta['platform']}), {meta['wrk']}, "
+        f"{meta['duration_s']} s per scenario after a {meta['warmup_s']} s warm-up"
+        + (" (**quick smoke run**: numbers are indicative only)" if meta["quick"] else "")
+        + f". Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}.",
+        "",
+        "## Targets (DESIGN §8)",
+        "",
+        "| what | target | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {t['what']} | {t['target']} | {t['measured']} | {_verdict(t['passed'])} |"
+        for t in report["targets"]
+    ]
+    out += [
+        "",
+        "## Scenarios",
+        "",
+        "Throughput counts 2xx answers only (for the contention run: 201 and 409 both count as "
+        "answered; see its line). Latencies are wrk's, over every answer, in milliseconds.",
+        "",
+        "| scenario | connections | req/s | p50 | p95 | p99 | max | answers |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, r in report["scenarios"].items():
+        lat = r["latency_ms"]
+        rps = r["rps"] if key == "order_contention" else r["success_rps"]
+        answers = ", ".join(f"{n} x {s}" for s, n in r["statuses"].items())
+        errors = sum(r["socket_errors"].values())
+        if errors:
+            answers += f", {errors} socket errors"
+        out.append(
+            f"| {r['title']} | {r['connections']} | {rps:,.0f} | {lat['p50']:.1f} | "
+            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} | {answers} |"
+        )
+    columns = (
+        "gateway",
+        "users",
+        "catalog",
+        "catalog_queuepool",
+        "orders",
+        "pgbouncer",
+        "postgres",
+    )
+    out += [
+        "",
+        "## Where the CPU goes (ms of CPU per request, by process)",
+        "",
+        "From /proc utime+stime during each measured run, divided by the requests answered; far "
+        "less sensitive to other load on the machine than throughput. `postgres` sums the backends "
+        "serving the bench database. The ceiling is CPUs x 1000 / total, in requests/s "
+        "(wrk's own CPU not counted).",
+        "",
+        "| scenario | " + " | ".join(columns) + " | total | ceiling req/s |",
+        "|---|" + "---:|" * (len(columns) + 2),
+    ]
+    for key, r in report["scenarios"].items():
+        used = r.get("cpu_ms_per_request") or {}
+        cells = [f"{used[c]:.2f}" if c in used else "" for c in columns]
+        total = used.get("total", 0.0)
+        ceiling = f"{meta['cpus'] * 1000 / total:,.0f}" if total else ""
+        out.append(f"| {key} | " + " | ".join(cells) + f" | {total:.2f} | {ceiling} |")
+    contention = report.get("contention")
+    if contention:
+        out += ["", "## Contention check (scenario 4)", ""]
+        out += [f"- {'✔' if ok else '✘'} {name}" for name, ok in contention["checks"].items()]
+        db = contention["database"]
+        out.append(
+            f"- database after the run: available {db['available']}, held {db['held']}, "
+            f"committed {db['committed']}, pending orders {db['pending_orders']}, "
+            f"orders in placing {db['placing_orders']}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(report["scenarios"].values())
+    labels = [s["title"] if len(s["title"]) < 60 else s["title"][:57] + "…" for s in scenarios]
+    fig, ax = plt.subplots(figsize=(11, 0.6 * len(scenarios) + 1.8))
+    height = 0.26
+    for offset, (p, colour) in enumerate(
+        (("p50", "#4c72b0"), ("p95", "#dd8452"), ("p99", "#c44e52"))
+    ):
+        ax.barh(
+            [i + (offset - 1) * height for i in range(len(scenarios))],
+            [s["latency_ms"][p] for s in scenarios],
+            height,
+            label=p,
+            color=colour,
+        )
+    ax.set_yticks(range(len(scenarios)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.axvline(100, color="grey", linestyle=":", linewidth=1)
+    ax.legend(loc="lower right")
+    meta = report["run"]
+    ax.set_title(
+        f"Latency percentiles per scenario — {meta['cpus']} CPUs, {meta['finished_at']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    report = {
+        **report,
+        "targets": [asdict(t) if isinstance(t, Target) else t for t in report["targets"]],
+    }
+    (directory / "latest.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (directory / "latest.md").write_text(markdown(report))
+    plot(report, directory / "latency.png")
