@@ -162,12 +162,12 @@ def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservati
     if reservation.status == "held":
         raise ReservationExpired(
             f"reservation {reservation_id} expired at {reservation.expires_at.isoformat()}",
-            status="expired",
+            reservation_status="held",
         )
     if reservation.status != "committed":
         raise InvalidReservationTransition(
             f"reservation {reservation_id} is {reservation.status} and cannot be committed",
-            status=reservation.status,
+            reservation_status=reservation.status,
         )
     return reservation
 

@@ -1,0 +1,352 @@
+"""/internal/reservations: all-or-nothing stock holds, idempotent moves, expiry."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from catalog.config import CatalogSettings
+from catalog.main import create_app
+from catalog.models import Product, Reservation
+from shop_dev.testing import ShopDatabase
+
+from .conftest import ProductFactory
+
+
+def stock(db: Session, product_id: int) -> int:
+    db.expire_all()
+    return int(db.scalars(select(Product.stock_quantity).where(Product.id == product_id)).one())
+
+
+def reserve(
+    internal: TestClient,
+    items: list[tuple[int, int]],
+    reservation_id: uuid.UUID | None = None,
+    **extra: Any,
+) -> Any:
+    return internal.post(
+        "/internal/reservations",
+        json={
+            "reservation_id": str(reservation_id or uuid.uuid4()),
+            "items": [{"product_id": p, "quantity": q} for p, q in items],
+            **extra,
+        },
+    )
+
+
+def make_overdue(db: Session, reservation_id: str) -> None:
+    db.execute(
+        text(
+            "UPDATE catalog.reservations SET expires_at = now() - interval '1 second' "
+            "WHERE id = :id"
+        ),
+        {"id": reservation_id},
+    )
+    db.commit()
+
+
+class TestCreateReservation:
+    def test_reserving_holds_stock_and_answers_the_contract(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        mug = make_product(price="7.25", stock_quantity=10)
+        pen = make_product(price="1.10", stock_quantity=3)
+        reservation_id = uuid.uuid4()
+        before = datetime.now(UTC)
+
+        response = reserve(internal, [(pen["id"], 3), (mug["id"], 4)], reservation_id)
+
+        assert response.status_code == 201
+        body = response.json()
+        assert set(body) == {"reservation_id", "status", "expires_at", "items"}
+        assert (body["reservation_id"], body["status"]) == (str(reservation_id), "held")
+        assert body["items"] == [
+            {
+                "product_id": p["id"],
+                "name": p["name"],
+                "sku": p["sku"],
+                "quantity": q,
+                "unit_price": p["price"],
+            }
+            for p, q in sorted([(mug, 4), (pen, 3)], key=lambda pq: pq[0]["id"])
+        ]
+        expires_at = datetime.fromisoformat(body["expires_at"])
+        assert before + timedelta(seconds=890) < expires_at < before + timedelta(seconds=910)
+        assert (stock(db, mug["id"]), stock(db, pen["id"])) == (6, 0)
+
+    def test_ttl_seconds_sets_the_expiry(
+        self, internal: TestClient, make_product: ProductFactory
+    ) -> None:
+        product = make_product()
+        before = datetime.now(UTC)
+
+        response = reserve(internal, [(product["id"], 1)], ttl_seconds=60)
+
+        expires_at = datetime.fromisoformat(response.json()["expires_at"])
+        assert before + timedelta(seconds=50) < expires_at < before + timedelta(seconds=70)
+
+    def test_the_same_product_twice_is_merged(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+
+        response = reserve(internal, [(product["id"], 2), (product["id"], 3)])
+
+        assert [(i["product_id"], i["quantity"]) for i in response.json()["items"]] == [
+            (product["id"], 5)
+        ]
+        assert stock(db, product["id"]) == 5
+
+    def test_insufficient_stock_is_409_listing_every_short_product_and_holds_nothing(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        plenty = make_product(stock_quantity=10)
+        few = make_product(stock_quantity=2)
+        none = make_product(stock_quantity=0)
+        reservation_id = uuid.uuid4()
+
+        response = reserve(
+            internal, [(plenty["id"], 1), (few["id"], 3), (none["id"], 1)], reservation_id
+        )
+
+        assert response.status_code == 409
+        body = response.json()
+        assert body["type"] == "/problems/insufficient-stock"
+        assert body["short"] == [
+            {"product_id": few["id"], "requested": 3, "available": 2},
+            {"product_id": none["id"], "requested": 1, "available": 0},
+        ]
+        assert [stock(db, p["id"]) for p in (plenty, few, none)] == [10, 2, 0]
+        assert db.get(Reservation, reservation_id) is None
+
+    def test_unknown_and_inactive_products_are_422(
+        self, admin: TestClient, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        active = make_product(stock_quantity=5)
+        inactive = make_product(stock_quantity=5)
+        admin.delete(f"/products/{inactive['id']}")
+
+        response = reserve(internal, [(active["id"], 1), (inactive["id"], 1), (2_000_000_000, 1)])
+
+        assert response.status_code == 422
+        body = response.json()
+        assert body["type"] == "/problems/unknown-products"
+        assert (body["unknown"], body["inactive"]) == ([2_000_000_000], [inactive["id"]])
+        assert stock(db, active["id"]) == 5
+
+    def test_same_id_and_items_again_answers_the_same_and_holds_once(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        reservation_id = uuid.uuid4()
+
+        first = reserve(internal, [(product["id"], 4)], reservation_id)
+        again = reserve(internal, [(product["id"], 1), (product["id"], 3)], reservation_id)
+
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert stock(db, product["id"]) == 6
+
+    def test_same_id_with_other_items_is_409(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        reservation_id = uuid.uuid4()
+        reserve(internal, [(product["id"], 4)], reservation_id)
+
+        response = reserve(internal, [(product["id"], 5)], reservation_id)
+
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/reservation-mismatch"
+        assert stock(db, product["id"]) == 6
+
+    def test_a_failed_reservation_id_can_be_retried(
+        self, admin: TestClient, internal: TestClient, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=1)
+        reservation_id = uuid.uuid4()
+        assert reserve(internal, [(product["id"], 2)], reservation_id).status_code == 409
+        admin.patch(f"/products/{product['id']}", json={"stock_quantity": 2})
+
+        response = reserve(internal, [(product["id"], 2)], reservation_id)
+
+        assert response.status_code == 201
+
+
+class TestReservationMoves:
+    def test_commit_is_idempotent_and_keeps_the_stock_taken(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = reserve(internal, [(product["id"], 2)]).json()["reservation_id"]
+
+        first = internal.post(f"/internal/reservations/{rid}/commit")
+        again = internal.post(f"/internal/reservations/{rid}/commit")
+
+        assert (first.status_code, first.json()["status"]) == (200, "committed")
+        assert again.json() == first.json()
+        assert stock(db, product["id"]) == 3
+
+    def test_releasing_twice_restores_stock_once(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = reserve(internal, [(product["id"], 2)]).json()["reservation_id"]
+
+        first = internal.post(f"/internal/reservations/{rid}/release")
+        again = internal.post(f"/internal/reservations/{rid}/release")
+
+        assert (first.status_code, first.json()["status"]) == (200, "released")
+        assert (again.status_code, again.json()["status"]) == (200, "released")
+        assert stock(db, product["id"]) == 5
+
+    def test_releasing_a_committed_reservation_restocks(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = reserve(internal, [(product["id"], 2)]).json()["reservation_id"]
+        internal.post(f"/internal/reservations/{rid}/commit")
+
+        response = internal.post(f"/internal/reservations/{rid}/release")
+
+        assert response.json()["status"] == "released"
+        assert stock(db, product["id"]) == 5
+
+    def test_commit_after_release_is_409(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = reserve(internal, [(product["id"], 2)]).json()["reservation_id"]
+        internal.post(f"/internal/reservations/{rid}/release")
+
+        response = internal.post(f"/internal/reservations/{rid}/commit")
+
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/invalid-reservation-transition"
+        assert response.json()["reservation_status"] == "released"
+        assert stock(db, product["id"]) == 5
+
+    def test_get_shows_status_and_items(
+        self, internal: TestClient, make_product: ProductFactory
+    ) -> None:
+        product = make_product()
+        created = reserve(internal, [(product["id"], 1)]).json()
+
+        shown = internal.get(f"/internal/reservations/{created['reservation_id']}")
+
+        assert shown.json() == created
+
+    def test_unknown_reservation_is_404(self, internal: TestClient) -> None:
+        rid = uuid.uuid4()
+        for response in (
+            internal.get(f"/internal/reservations/{rid}"),
+            internal.post(f"/internal/reservations/{rid}/commit"),
+            internal.post(f"/internal/reservations/{rid}/release"),
+        ):
+            assert response.status_code == 404
+            assert response.json()["type"] == "/problems/reservation-not-found"
+
+
+class TestExpiry:
+    def test_sweep_expires_overdue_held_reservations_and_restocks(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        overdue = [reserve(internal, [(product["id"], 2)]).json() for _ in range(2)]
+        current = reserve(internal, [(product["id"], 3)]).json()
+        for reservation in overdue:
+            make_overdue(db, reservation["reservation_id"])
+
+        swept = internal.post("/internal/reservations/sweep")
+        again = internal.post("/internal/reservations/sweep")
+
+        assert swept.json() == {"expired": 2}
+        assert again.json() == {"expired": 0}
+        assert stock(db, product["id"]) == 7
+        statuses = [
+            internal.get(f"/internal/reservations/{r['reservation_id']}").json()["status"]
+            for r in [*overdue, current]
+        ]
+        assert statuses == ["expired", "expired", "held"]
+
+    def test_an_overdue_reservation_cannot_be_committed(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        rid = reserve(internal, [(product["id"], 2)]).json()["reservation_id"]
+        make_overdue(db, rid)
+
+        before_sweep = internal.post(f"/internal/reservations/{rid}/commit")
+        internal.post("/internal/reservations/sweep")
+        after_sweep = internal.post(f"/internal/reservations/{rid}/commit")
+
+        assert before_sweep.status_code == 409
+        assert before_sweep.json()["type"] == "/problems/reservation-expired"
+        assert after_sweep.status_code == 409
+        assert after_sweep.json()["reservation_status"] == "expired"
+        assert stock(db, product["id"]) == 10
+
+    def test_releasing_an_expired_reservation_does_not_restock_again(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        rid = reserve(internal, [(product["id"], 4)]).json()["reservation_id"]
+        make_overdue(db, rid)
+        internal.post("/internal/reservations/sweep")
+
+        response = internal.post(f"/internal/reservations/{rid}/release")
+
+        assert (response.status_code, response.json()["status"]) == (200, "expired")
+        assert stock(db, product["id"]) == 10
+
+    def test_the_lifespan_sweeper_runs_on_its_interval(
+        self, shop_db: ShopDatabase, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        rid = reserve(internal, [(product["id"], 4)]).json()["reservation_id"]
+        make_overdue(db, rid)
+        settings = CatalogSettings(
+            **shop_db.settings_kwargs("catalog"), reservation_sweep_interval_seconds=0.1
+        )
+
+        with TestClient(create_app(settings)) as fast:
+            for _ in range(50):
+                if stock(db, product["id"]) == 10:
+                    break
+                fast.get("/health/live")
+                time.sleep(0.1)
+
+        assert stock(db, product["id"]) == 10
+        assert internal.get(f"/internal/reservations/{rid}").json()["status"] == "expired"
+
+
+class TestServiceToken:
+    @pytest.mark.parametrize("headers", [{}, {"X-Service-Token": "wrong-token-value-123"}])
+    def test_internal_endpoints_need_the_service_token(
+        self, anon: TestClient, headers: dict[str, str]
+    ) -> None:
+        rid = uuid.uuid4()
+        responses = [
+            anon.post(
+                "/internal/reservations",
+                json={"reservation_id": str(rid), "items": [{"product_id": 1, "quantity": 1}]},
+                headers=headers,
+            ),
+            anon.get(f"/internal/reservations/{rid}", headers=headers),
+            anon.post(f"/internal/reservations/{rid}/commit", headers=headers),
+            anon.post(f"/internal/reservations/{rid}/release", headers=headers),
+            anon.post("/internal/reservations/sweep", headers=headers),
+        ]
+
+        assert [r.status_code for r in responses] == [403] * 5
+        assert responses[0].json()["type"] == "/problems/service-token-required"
+
+    def test_a_user_token_is_not_a_service_token(self, admin: TestClient) -> None:
+        assert admin.post("/internal/reservations/sweep").status_code == 403
