@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=5, help="QueuePool size compared (5)")
     parser.add_argument("--only", help="comma-separated scenario keys to run (default: all)")
     parser.add_argument("--profile", default="", help="scenario keys to profile with py-spy")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="py-spy samples only the GIL holder (CPU view)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where results go")
     args = parser.parse_args(argv)
@@ -113,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             recording = None
             if scenario.key in profiled:
                 services = {n: p for n, p in pids.items() if n in SERVICES}
-                recording = pyspy.record(services, duration, args.output / "profiles", scenario.key)
+                recording = pyspy.record(
+                    services, duration, args.output / "profiles", scenario.key, args.profile_gil
+                )
             cpu_before = cpu.snapshot(pids, config.database)
             result = run_wrk(
                 wrk, scenario.load, duration=duration, connections=scenario.connections

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+OURS = frozenset({"shop_common", "users", "catalog", "orders", "gateway"})
 INTERESTING = (
     "shop_common",
     "users",
@@ -46,13 +47,15 @@ def find_py_spy() -> str:
 
 
 def record(
-    pids: dict[str, int], duration: float, directory: Path, key: str
+    pids: dict[str, int], duration: float, directory: Path, key: str, gil: bool = False
 ) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
+    """gil=False: every thread that is not idle (wall time, I/O waits included);
+    gil=True: only the thread holding the GIL (where the Python CPU goes)."""
     binary = find_py_spy()
     directory.mkdir(parents=True, exist_ok=True)
     started = []
     for name, pid in pids.items():
-        out = directory / f"{key}-{name}.collapsed.txt"
+        out = directory / f"{key}-{name}{'-gil' if gil else ''}.collapsed.txt"
         process = subprocess.Popen(
             [
                 binary,
@@ -68,6 +71,7 @@ def record(
                 "--output",
                 str(out),
                 "--nonblocking",
+                *(["--gil"] if gil else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -76,22 +80,20 @@ def record(
     return started
 
 
-def _module(frame: str) -> str:
-    # py-spy raw frames look like "function (path/to/module.py:123)"
-    location = frame.rsplit("(", 1)[-1].rstrip(")")
-    path = location.split(":", 1)[0]
+def _split(frame: str) -> tuple[str, str]:
+    """("function (path)", top-level package) from py-spy's "function (pkg/mod.py:123)"."""
+    function, _, location = frame.rpartition(" (")
+    path = location.rstrip(")").rsplit(":", 1)[0]
     parts = Path(path).parts
-    if "site-packages" in parts:
-        rest = parts[parts.index("site-packages") + 1 :]
-        return rest[0] if rest else path
-    if "src" in parts:
-        rest = parts[parts.index("src") + 1 :]
-        return rest[0] if rest else path
-    return Path(path).stem
+    for marker in ("site-packages", "src"):
+        if marker in parts:
+            parts = parts[parts.index(marker) + 1 :]
+    package = parts[0].removesuffix(".py") if parts else path
+    return f"{function} ({path})", package
 
 
-def summarize(path: Path, top: int = 12) -> dict[str, object]:
-    """Inclusive share per package and per function (from our packages), and self time of leaves."""
+def summarize(path: Path, top: int = 15) -> dict[str, object]:
+    """Inclusive share of samples per package and per function of ours, and leaf (self) share."""
     packages: Counter[str] = Counter()
     functions: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
@@ -101,15 +103,13 @@ def summarize(path: Path, top: int = 12) -> dict[str, object]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        frames = [_split(f) for f in stack.split(";")]
         total += count
-        leaf = frames[-1]
-        leaves[leaf] += count
-        for package in {_module(f) for f in frames}:
+        leaves[frames[-1][0]] += count
+        for package in {pkg for _, pkg in frames}:
             packages[package] += count
-        for frame in set(frames):
-            if _module(frame) in {"shop_common", "users", "catalog", "orders", "gateway"}:
-                functions[frame] += count
+        for function in {fn for fn, pkg in frames if pkg in OURS}:
+            functions[function] += count
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return (

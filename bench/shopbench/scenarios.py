@@ -26,9 +26,12 @@ class Scenario:
     connections: int
     warmup: bool = True  # False where a warm-up would change what is measured (scarce stock)
     time_bound: float | None = None  # for a scenario bounded by answers: its safety time limit
+    scale: float = 1.0  # share of the per-scenario duration
 
     def duration(self, default: float) -> float:
-        return self.time_bound if self.load.max_responses and self.time_bound else default
+        if self.load.max_responses and self.time_bound:
+            return self.time_bound
+        return max(1.0, default * self.scale)
 
 
 def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> list[Scenario]:
@@ -67,6 +70,23 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             "catalog_queuepool",
             Load(env.url("catalog_queuepool"), product, ids=ids),
             conns(16),
+        ),
+        # One request at a time: latency without queueing, for "p50 added by the gateway".
+        Scenario(
+            "product_direct_serial",
+            "GET /products/{id}, catalog direct, 1 connection",
+            "catalog",
+            Load(env.url("catalog"), product, ids=ids),
+            1,
+            scale=0.5,
+        ),
+        Scenario(
+            "product_gateway_serial",
+            "GET /products/{id} through the gateway, 1 connection",
+            "gateway",
+            Load(env.url("gateway"), product, ids=ids),
+            1,
+            scale=0.5,
         ),
         Scenario(
             "product_list_gateway",
