@@ -46,12 +46,12 @@ def closed_port_url() -> str:
 
 
 def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
         try:
-            if httpx.get(url, timeout=0.5).status_code < 500:
+            if httpx.get(url, timeout=2).status_code < 500:
                 return
         except httpx.HTTPError:
             pass

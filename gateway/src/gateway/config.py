@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -77,7 +77,10 @@ class GatewaySettings(ShopSettings):
     openapi_cache_seconds: float = Field(default=30.0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    access_log: bool = True
+    # "errors": a line per request the gateway answers itself or that fails or is slow; each
+    # upstream already writes an access line for every request, under the same request id.
+    access_log: Literal["all", "errors", "off"] = "errors"
+    slow_request_seconds: float = Field(default=1.0, gt=0)
 
     _split_origins = field_validator("cors_origins", mode="before")(_split_csv)
 

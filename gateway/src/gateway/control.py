@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
-import aiohttp
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.openapi import MergedSpec, Spec
 from gateway.proxy import Upstreams
 from shop_common.errors import problem_response
@@ -21,43 +22,54 @@ CONTROL_PATHS = frozenset(
 )
 
 
+async def _get(
+    upstreams: Upstreams, name: str, path: bytes, timeout_seconds: float
+) -> UpstreamResponse:
+    """GET through the upstream's pool; the caller reads and releases. Bounded as a whole."""
+    async with asyncio.timeout(timeout_seconds):
+        return await upstreams.pools[name].request(
+            "GET", path, [(b"accept", b"application/json")], read_timeout=timeout_seconds
+        )
+
+
 async def check_upstream(
     upstreams: Upstreams, name: str, timeout_seconds: float
 ) -> tuple[str, dict[str, Any]]:
-    session = upstreams.sessions[name]
     start = time.perf_counter()
     try:
-        async with session.get(
-            f"{upstreams.bases[name]}/health/ready",
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as response:
-            await response.read()
-            status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        async with asyncio.timeout(timeout_seconds):
+            response = await _get(upstreams, name, b"/health/ready", timeout_seconds)
+            try:
+                await response.read()
+            finally:
+                response.release()
+    except (UpstreamError, TimeoutError) as exc:
         latency = round((time.perf_counter() - start) * 1000, 2)
-        reason = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+        reason = "timeout" if isinstance(exc, TimeoutError | UpstreamTimeout) else "unreachable"
         return name, {"status": "down", "error": reason, "latency_ms": latency}
     latency = round((time.perf_counter() - start) * 1000, 2)
     check: dict[str, Any] = {
-        "status": "ok" if status == 200 else "down",
+        "status": "ok" if response.status == 200 else "down",
         "latency_ms": latency,
-        "http_status": status,
+        "http_status": response.status,
     }
     return name, check
 
 
 async def fetch_spec(upstreams: Upstreams, name: str, timeout_seconds: float) -> Spec | None:
     try:
-        async with upstreams.sessions[name].get(
-            f"{upstreams.bases[name]}/openapi.json",
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-        ) as response:
-            if response.status != 200:
-                return None
-            data: Spec = await response.json(content_type=None)
-            return data
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        async with asyncio.timeout(timeout_seconds):
+            response = await _get(upstreams, name, b"/openapi.json", timeout_seconds)
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+        if response.status != 200:
+            return None
+        data = json.loads(body)
+    except (UpstreamError, TimeoutError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def control_router(

@@ -7,10 +7,13 @@ lifespan opens one pooled session per upstream."""
 from __future__ import annotations
 
 import logging
+import random
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -19,11 +22,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.config import GatewaySettings
 from gateway.control import CONTROL_PATHS, control_app, control_router, fetch_spec
 from gateway.openapi import MergedSpec, Spec
-from gateway.proxy import Proxy, Upstreams, make_session
+from gateway.proxy import Proxy, Upstreams, make_pool
 from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, reset_request_id, set_request_id
-from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
+from shop_common.middleware import LATENCY, REQUESTS
+
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id_of(scope: Scope) -> str:
+    """Keep a well-formed incoming X-Request-ID, else make one (the same rule as the services).
+    Ids are correlation handles, not secrets: a PRNG is enough and saves a syscall per request."""
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _VALID_ID.match(value):
+                return value.decode()
+            break
+    return f"{random.getrandbits(128):032x}"
+
 
 access_log = logging.getLogger("shop.access")
 
@@ -40,18 +58,19 @@ _HSTS = (b"strict-transport-security", b"max-age=31536000")
 class Gateway:
     """Request id in and out, security headers, access log and metrics around proxy or control."""
 
-    def __init__(
-        self, settings: GatewaySettings, control: ASGIApp, proxy: Proxy, *, access: bool
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, control: ASGIApp, proxy: Proxy) -> None:
         self.control = control
         self.proxy = proxy
-        self.access = access
+        self.log_all = settings.access_log == "all"
+        self.log_errors = settings.access_log != "off"
+        self.slow_seconds = settings.slow_request_seconds
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.control(scope, receive, send)
             return
-        request_id = incoming_request_id(scope)
+        request_id = request_id_of(scope)
         token = set_request_id(request_id)
         start = time.perf_counter()
         status = 500
@@ -81,11 +100,22 @@ class Gateway:
             else:
                 route = await self.proxy(scope, receive, send_with_headers, request_id)
         finally:
-            if self.access:
-                elapsed = time.perf_counter() - start
-                method = scope["method"]
-                REQUESTS.labels("gateway", method, route, str(status)).inc()
-                LATENCY.labels("gateway", method, route).observe(elapsed)
+            elapsed = time.perf_counter() - start
+            method = scope["method"]
+            key = (method, route, status)
+            children = self._metrics.get(key)
+            if children is None:  # labels() hashes and locks on every call: resolve once
+                children = (
+                    REQUESTS.labels("gateway", method, route, str(status)),
+                    LATENCY.labels("gateway", method, route),
+                )
+                if len(self._metrics) < 1000:
+                    self._metrics[key] = children
+            children[0].inc()
+            children[1].observe(elapsed)
+            if self.log_all or (
+                self.log_errors and (status >= 400 or elapsed >= self.slow_seconds)
+            ):
                 access_log.info(
                     "%s %s %s",
                     method,
@@ -124,13 +154,15 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        upstreams.sessions.update({name: make_session(settings) for name in upstreams.bases})
+        upstreams.pools.update(
+            {name: make_pool(settings, url) for name, url in upstreams.bases.items()}
+        )
         try:
             yield
         finally:
-            for session in upstreams.sessions.values():
-                await session.close()
-            upstreams.sessions.clear()
+            for pool in upstreams.pools.values():
+                pool.close()
+            upstreams.pools.clear()
             await limiter.close()
 
     control = control_app(
@@ -139,7 +171,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     control.state.settings = settings
     install_problem_handlers(control)
     proxy = Proxy(settings, upstreams, limiter)
-    app: ASGIApp = Gateway(settings, control, proxy, access=settings.access_log)
+    app: ASGIApp = Gateway(settings, control, proxy)
     if settings.cors_origins:
         app = CORSMiddleware(
             app,

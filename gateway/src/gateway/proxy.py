@@ -1,20 +1,19 @@
 """The hot path: a plain ASGI handler that streams a request to its upstream and the answer back.
 
-One pooled aiohttp session per upstream (built in the lifespan). aiohttp itself retries an
-idempotent request once when a kept-alive connection turns out to be closed, never a POST/PATCH."""
+One pooled client per upstream (gateway.client, built in the lifespan). Headers stay bytes from
+the ASGI server to the upstream socket and back; nothing is retried except an idempotent request
+whose kept-alive connection was found closed before any byte of the answer."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 from starlette.types import Receive, Scope, Send
-from yarl import URL
 
+from gateway.client import Headers, UpstreamError, UpstreamPool, UpstreamTimeout
 from gateway.config import GatewaySettings
 from gateway.ratelimit import RateLimiter
 from gateway.routing import resolve
@@ -39,7 +38,8 @@ HOP_BY_HOP = frozenset(
 _REPLACED_REQUEST = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
-_DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-length"}
+# Expect: the gateway's own server already answered 100-continue to the client.
+_DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-length", b"expect"}
 # uvicorn adds its own date/server; the request id is added by the gateway on the way out.
 _DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 SMALL_BODY_BYTES = 64 * 1024  # read whole below this: one send instead of a streaming loop
@@ -56,30 +56,19 @@ class ClientGone(Exception):
 
 @dataclass
 class Upstreams:
-    """One pooled session per upstream; filled by the lifespan, empty before it runs."""
+    """One pool per upstream; filled by the lifespan, empty before it runs."""
 
     bases: dict[str, str]
-    sessions: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    pools: dict[str, UpstreamPool] = field(default_factory=dict)
 
 
-def make_session(settings: GatewaySettings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_pool_size,
-        keepalive_timeout=settings.upstream_keepalive_seconds,
-        ttl_dns_cache=300,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=settings.upstream_connect_timeout_seconds,
-        sock_read=settings.upstream_read_timeout_seconds,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,  # bytes pass through untouched, Content-Encoding and all
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        cookie_jar=aiohttp.DummyCookieJar(),  # a shared jar would leak one client's cookies to another
-        raise_for_status=False,
+def make_pool(settings: GatewaySettings, base_url: str) -> UpstreamPool:
+    return UpstreamPool(
+        base_url,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+        read_timeout=settings.upstream_read_timeout_seconds,
+        keepalive_seconds=settings.upstream_keepalive_seconds,
+        size=settings.upstream_pool_size,
     )
 
 
@@ -104,7 +93,7 @@ async def _read_all(receive: Receive, first: bytes, limit: int) -> bytes:
 
 
 class _Streamed:
-    """A request body read from ASGI while aiohttp sends it; counts bytes against the limit."""
+    """A request body read from ASGI while the client sends it; counts bytes against the limit."""
 
     def __init__(self, receive: Receive, first: bytes, limit: int) -> None:
         self.receive = receive
@@ -165,12 +154,12 @@ class Proxy:
             )(scope, receive, send)
             return target.upstream
 
-        headers: list[tuple[str, str]] = []
+        headers: Headers = []
         header_bytes = 0
         content_length: bytes | None = None
         has_body = False
-        forwarded_for: str | None = None
-        host = ""
+        forwarded_for: bytes | None = None
+        host: bytes | None = None
         hop: list[bytes] = []
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
@@ -182,11 +171,11 @@ class Proxy:
                 elif name == b"connection":
                     hop.extend(t.strip().lower() for t in value.split(b","))
                 elif name == b"x-forwarded-for":
-                    forwarded_for = value.decode("latin-1")
+                    forwarded_for = value
                 continue
             if name == b"host":
-                host = value.decode("latin-1")
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                host = value
+            headers.append((name, value))
         if header_bytes > self.max_header_bytes or len(scope["headers"]) > self.max_header_count:
             await _problem(
                 431,
@@ -197,24 +186,24 @@ class Proxy:
             )(scope, receive, send)
             return target.upstream
         if hop:
-            headers = [(k, v) for k, v in headers if k.encode("latin-1") not in hop]
+            headers = [(k, v) for k, v in headers if k not in hop]
 
         client = scope.get("client")
-        peer = client[0] if client else "unknown"
+        peer = (client[0] if client else "unknown").encode()
         client_ip = peer
         if self.settings.trust_forwarded_for and forwarded_for:
-            client_ip = forwarded_for.split(",", 1)[0].strip() or peer
-            forwarded_for = f"{forwarded_for}, {peer}"
+            client_ip = forwarded_for.split(b",", 1)[0].strip() or peer
+            forwarded_for = forwarded_for + b", " + peer
         else:
             forwarded_for = peer
-        headers.append(("X-Forwarded-For", forwarded_for))
-        headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-        if host:
-            headers.append(("X-Forwarded-Host", host))
-        headers.append(("X-Request-ID", request_id))
+        headers.append((b"x-forwarded-for", forwarded_for))
+        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        if host is not None:
+            headers.append((b"x-forwarded-host", host))
+        headers.append((b"x-request-id", request_id.encode()))
 
         if method == "POST" and target.path in LOGIN_PATHS:
-            retry_after = await self.limiter.hit(client_ip)
+            retry_after = await self.limiter.hit(client_ip.decode("latin-1"))
             if retry_after is not None:
                 await _problem(
                     429,
@@ -228,6 +217,7 @@ class Proxy:
                 return target.upstream
 
         body: bytes | AsyncIterator[bytes] | None = None
+        length: int | None = None
         streamed: _Streamed | None = None
         try:
             if content_length is not None:
@@ -239,7 +229,6 @@ class Proxy:
                 length = int(content_length)
                 if length > self.max_body:
                     raise BodyTooLarge
-                headers.append(("Content-Length", content_length.decode()))
                 has_body = length > 0
             if has_body:
                 first = await receive()
@@ -250,7 +239,7 @@ class Proxy:
                     raise BodyTooLarge
                 if not first.get("more_body", False):
                     body = chunk
-                elif content_length is not None and int(content_length) <= SMALL_BODY_BYTES:
+                elif length is not None and length <= SMALL_BODY_BYTES:
                     body = await _read_all(receive, chunk, self.max_body)
                 else:
                     streamed = _Streamed(receive, chunk, self.max_body)
@@ -262,54 +251,48 @@ class Proxy:
             return target.upstream
 
         query: bytes = scope.get("query_string", b"")
-        url = self.upstreams.bases[target.upstream] + target.path
+        request_target = target.path.encode("latin-1")
         if query:
-            url += "?" + query.decode("latin-1")
-        session = self.upstreams.sessions[target.upstream]
+            request_target += b"?" + query
+        pool = self.upstreams.pools[target.upstream]
         started = False
         try:
-            async with session.request(
-                method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            ) as response:
-                out = [
-                    (name, value)
-                    for name, value in response.raw_headers
-                    if name.lower() not in _DROP_RESPONSE
-                ]
-                length_out = response.content_length
-                if method == "HEAD" or (length_out is not None and length_out <= SMALL_BODY_BYTES):
-                    payload = await response.read()
-                    await send(
-                        {"type": "http.response.start", "status": response.status, "headers": out}
-                    )
-                    started = True
-                    await send({"type": "http.response.body", "body": payload})
-                    return target.upstream
+            response = await pool.request(
+                method, request_target, headers, body, content_length=length
+            )
+        except (BodyTooLarge, UpstreamError) as exc:
+            if streamed is not None and streamed.too_large:
+                await self._too_large(scope, receive, send, target.path)
+            elif isinstance(exc, UpstreamError):
+                await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
+            return target.upstream
+        except ClientGone:
+            return target.upstream
+        try:
+            out = [(n, v) for n, v in response.headers if n.lower() not in _DROP_RESPONSE]
+            size = response.content_length
+            if method == "HEAD" or (size is not None and size <= SMALL_BODY_BYTES):
+                payload = await response.read()
                 await send(
                     {"type": "http.response.start", "status": response.status, "headers": out}
                 )
                 started = True
-                async for part in response.content.iter_any():
-                    await send({"type": "http.response.body", "body": part, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+                await send({"type": "http.response.body", "body": payload})
                 return target.upstream
-        except (BodyTooLarge, aiohttp.ClientError, TimeoutError) as exc:
-            if streamed is not None and streamed.too_large and not started:
-                await self._too_large(scope, receive, send, target.path)
-                return target.upstream
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            started = True
+            async for part in response.chunks():
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return target.upstream
+        except UpstreamError as exc:
             if started:  # the status is gone; closing the connection is the only signal left
-                log.warning(
-                    "upstream %s failed mid-response: %s", target.upstream, type(exc).__name__
-                )
+                log.warning("upstream %s failed mid-response: %s", target.upstream, exc)
                 raise
             await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
             return target.upstream
-        except ClientGone:
-            return target.upstream
+        finally:
+            response.release()
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         await _problem(
@@ -328,15 +311,15 @@ class Proxy:
         send: Send,
         upstream: str,
         path: str,
-        exc: BaseException,
+        exc: UpstreamError,
     ) -> None:
-        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        if isinstance(exc, UpstreamTimeout):
             status, title, slug = 504, "Gateway Timeout", "upstream-timeout"
             detail = f"The {upstream} service did not answer in time."
         else:
             status, title, slug = 502, "Bad Gateway", "upstream-unavailable"
             detail = f"The {upstream} service cannot be reached."
-        log.warning("upstream %s failed: %s", upstream, type(exc).__name__)
+        log.warning("upstream %s failed: %s", upstream, exc)
         await _problem(
             status, title, path, type=f"/problems/{slug}", detail=detail, upstream=upstream
         )(scope, receive, send)

@@ -1,0 +1,298 @@
+"""What the gateway costs on `GET /products/{id}`: direct vs through the gateway vs nginx, side by
+side in one run, loopback only, with wrk.
+
+    uv run python bench/gateway_overhead.py                 # real stack: catalog on PostgreSQL via PgBouncer
+    uv run python bench/gateway_overhead.py --upstream stub # no database: a fixed-answer ASGI upstream
+
+nginx is the reference line (`apt-get install nginx-light`); without it that line is skipped.
+Two measurements per target, in alternating rounds so drift hits every target alike:
+- throughput: wrk -c CONNECTIONS for DURATION seconds; ratio = target rps / direct rps;
+- added latency: wrk -c 1 (one request at a time), p50 of the target minus p50 direct.
+Writes bench/results/gateway.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).parent
+RESULTS = BENCH / "results" / "gateway.json"
+WRK_DIR = BENCH / "wrk"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def uvicorn(app: str, port: int, env: dict[str, str], log: Path, *extra: str) -> Iterator[str]:
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-access-log", *extra]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=BENCH.parent,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream catalog {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://catalog;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(upstream: str, workdir: Path) -> Iterator[str | None]:
+    binary = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if binary is None:
+        print("nginx not installed (apt-get install nginx-light): reference line skipped")
+        yield None
+        return
+    port = free_port()
+    directory = workdir / "nginx"
+    directory.mkdir()
+    directory.chmod(0o755)
+    conf = directory / "nginx.conf"
+    upstream_port = int(upstream.rsplit(":", 1)[1])
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream_port=upstream_port))
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf), "-p", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/health/live")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wrk(url: str, path: str, connections: int, duration: int) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_PATH": path, "BENCH_METHOD": "GET"}
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "-s",
+        str(WRK_DIR / "request.lua"),
+    ]
+    out = subprocess.run(
+        [*command, url], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
+    data: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+    non_200 = {k: v for k, v in data["statuses"].items() if k != "200"}
+    if non_200 or any(data["errors"].values()):
+        raise RuntimeError(f"{url}{path}: errors {data['errors']} statuses {data['statuses']}")
+    return {
+        "rps": round(data["requests"] / (data["duration_us"] / 1e6), 1),
+        "p50_ms": round(data["latency_us"]["percentiles"]["50"] / 1000, 3),
+        "p99_ms": round(data["latency_us"]["percentiles"]["99"] / 1000, 3),
+    }
+
+
+@contextmanager
+def stub_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
+    with uvicorn(
+        "bench.gateway_stub:app", free_port(), {}, workdir / "stub.log", "--lifespan", "off"
+    ) as url:
+        wait_for(url + "/products/1")
+        yield url, "/products/1"
+
+
+@contextmanager
+def stack_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
+    """A throwaway database, PgBouncer, users and catalog; one product created through the API."""
+    from shop_common.keys import generate_private_key_pem
+    from shop_dev.bootstrap import Cluster, drop_database
+    from shop_dev.defaults import DEFAULT_ADMIN_URL, role_passwords
+    from shop_dev.stack import Stack, StackConfig, Superuser
+
+    key = workdir / "jwt.pem"
+    key.write_bytes(generate_private_key_pem())
+    key.chmod(0o600)
+    cluster = Cluster(os.environ.get("SHOP_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
+    bouncer_dir = Path(tempfile.mkdtemp(prefix="shop-bench-pgbouncer-"))
+    admin = Superuser("benchadmin", "benchadmin@example.com", secrets.token_urlsafe(16))
+    config = StackConfig(
+        cluster=cluster,
+        database=f"shop_bench_{uuid.uuid4().hex[:8]}",
+        passwords=role_passwords(),
+        internal_api_token=secrets.token_urlsafe(32),
+        ports={n: free_port() for n in ("pgbouncer", "users", "catalog", "orders", "gateway")},
+        workdir=workdir / "stack",
+        pgbouncer_dir=bouncer_dir,
+        jwt_private_key_file=key,
+        superuser=admin,
+        environment="test",
+    )
+    stack = Stack(config)
+    try:
+        stack.prepare_database()
+        stack.start_all(("users", "catalog"))
+        form = {"username": admin.username, "password": admin.password}
+        token = httpx.post(stack.url("users") + "/auth/token", data=form).json()["access_token"]
+        product = httpx.post(
+            stack.url("catalog") + "/products/",
+            json={
+                "name": "Bench mug",
+                "sku": f"BENCH-{uuid.uuid4().hex[:8].upper()}",
+                "price": "12.50",
+                "stock_quantity": 100,
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        product.raise_for_status()
+        yield stack.url("catalog"), f"/products/{product.json()['id']}"
+    finally:
+        stack.stop_all()
+        drop_database(cluster, config.database)
+        shutil.rmtree(bouncer_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--upstream", choices=("stack", "stub"), default="stack")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is required (apt-get install wrk)")
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    upstream_cm = stack_upstream if args.upstream == "stack" else stub_upstream
+    with upstream_cm(workdir) as (direct, path):
+        gateway_env = {"ENVIRONMENT": "test", "CATALOG_URL": direct, "LOG_JSON": "true"}
+        with (
+            uvicorn(
+                "gateway.main:create_app",
+                free_port(),
+                gateway_env,
+                workdir / "gateway.log",
+                "--factory",
+                "--no-proxy-headers",
+            ) as gateway,
+            nginx(direct, workdir) as reference,
+        ):
+            wait_for(gateway + "/health/live")
+            targets = {"direct": direct, "gateway": gateway}
+            if reference is not None:
+                targets["nginx"] = reference
+            runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+                name: {"throughput": [], "latency": []} for name in targets
+            }
+            for url in targets.values():  # warm-up: connection pools, caches, PgBouncer
+                wrk(url, path, args.connections, 2)
+            for round_no in range(args.rounds):
+                for name, url in targets.items():
+                    runs[name]["throughput"].append(wrk(url, path, args.connections, args.duration))
+                    runs[name]["latency"].append(wrk(url, path, 1, max(3, args.duration // 2)))
+                    print(f"round {round_no + 1} {name}: {runs[name]}", flush=True)
+
+    def median(name: str, kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name][kind])
+
+    direct_rps = median("direct", "throughput", "rps")
+    direct_p50 = median("direct", "latency", "p50_ms")
+    summary: dict[str, Any] = {}
+    for name in targets:
+        rps = median(name, "throughput", "rps")
+        p50 = median(name, "latency", "p50_ms")
+        summary[name] = {
+            "rps": rps,
+            "throughput_ratio": round(rps / direct_rps, 3),
+            "p50_ms_one_connection": p50,
+            "p50_added_ms": round(p50 - direct_p50, 3),
+            "p50_ms_loaded": median(name, "throughput", "p50_ms"),
+            "p99_ms_loaded": median(name, "throughput", "p99_ms"),
+        }
+    result = {
+        "what": f"GET {path} ({args.upstream} upstream)",
+        "machine": f"{os.cpu_count()} cores, loopback, wrk -t1",
+        "connections": args.connections,
+        "duration_seconds": args.duration,
+        "rounds": args.rounds,
+        "targets": {"gateway": ">= 0.85x throughput, <= 1 ms p50 added"},
+        "summary": summary,
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (1 conn)':>13} {'added':>7}")
+    for name, row in summary.items():
+        print(
+            f"{name:8} {row['rps']:9.1f} {row['throughput_ratio']:6.3f} "
+            f"{row['p50_ms_one_connection']:10.3f} ms {row['p50_added_ms']:+7.3f}"
+        )
+    print(f"written to {RESULTS.relative_to(BENCH.parent)}")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
