@@ -53,9 +53,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-gil", action="store_true", help="py-spy samples only the GIL holder (CPU view)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PROCESS:NAME=VALUE",
+        help="extra environment for one process, e.g. orders:LOG_LEVEL=WARNING (repeatable)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where results go")
     args = parser.parse_args(argv)
+    args.extra_env = {}
+    for item in args.set:
+        process, _, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if process not in SERVICES or not name or not eq:
+            parser.error(f"--set {item!r}: expected PROCESS:NAME=VALUE, PROCESS in {SERVICES}")
+        args.extra_env.setdefault(process, {})[name] = value
     args.duration = args.duration or (3.0 if args.quick else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
     args.scarce_stock = args.scarce_stock or (50 if args.quick else 200)
@@ -88,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     load_start = _loadavg()
     _say(f"starting the stack (load average {load_start})")
-    with bench_environment(args.pool_size, args.keep_logs) as env:
+    with bench_environment(args.pool_size, args.keep_logs, args.extra_env) as env:
         _say(f"stack up in {time.monotonic() - started:.1f} s; seeding through the gateway")
         config = env.stack.config
         data = seed(
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "wrk": wrk_version(wrk),
             "wrk_threads": 1,
             "queuepool_size": args.pool_size,
+            "extra_env": args.extra_env,
             "loadavg_start": load_start,
             "loadavg_end": _loadavg(),
         },

@@ -10,7 +10,7 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,9 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def bench_environment(pool_size: int, keep_logs: bool) -> Iterator[BenchEnvironment]:
+def bench_environment(
+    pool_size: int, keep_logs: bool, extra_env: Mapping[str, Mapping[str, str]] | None = None
+) -> Iterator[BenchEnvironment]:
     """Start everything; on the way out stop every process and drop the database."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so a SIGTERM still cleans up
     cluster = Cluster(os.environ.get("SHOP_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
@@ -90,7 +92,10 @@ def bench_environment(pool_size: int, keep_logs: bool) -> Iterator[BenchEnvironm
             secrets.token_urlsafe(24),
         ),
         environment="test",
-        extra_env={name: dict(env) for name, env in LOGIN_LIMITS_OFF.items()},
+        extra_env={
+            name: {**LOGIN_LIMITS_OFF.get(name, {}), **(extra_env or {}).get(name, {})}
+            for name in ("users", "catalog", "orders", "gateway")
+        },
     )
     stack = Stack(config)
     pooled = ServiceProcess(

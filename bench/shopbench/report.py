@@ -210,9 +210,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = list(report["scenarios"].values())
-    labels = [s["title"] if len(s["title"]) < 60 else s["title"][:57] + "…" for s in scenarios]
-    fig, ax = plt.subplots(figsize=(11, 0.6 * len(scenarios) + 1.8))
+    keys = list(report["scenarios"])
+    scenarios = [report["scenarios"][k] for k in keys]
+    labels = [
+        f"{k} (c={s['connections']}, {s['success_rps']:,.0f}/s)"
+        for k, s in zip(keys, scenarios, strict=True)
+    ]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(scenarios) + 1.8))
     height = 0.26
     for offset, (p, colour) in enumerate(
         (("p50", "#4c72b0"), ("p95", "#dd8452"), ("p99", "#c44e52"))
@@ -228,8 +232,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
-    ax.axvline(100, color="grey", linestyle=":", linewidth=1)
-    ax.legend(loc="lower right")
+    ax.axvline(100, color="grey", linestyle=":", linewidth=1, label="100 ms (orders p99 target)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
     meta = report["run"]
     ax.set_title(
         f"Latency percentiles per scenario — {meta['cpus']} CPUs, {meta['finished_at']}",
