@@ -1,0 +1,210 @@
+"""The recovery job finishes or undoes what a crash left behind (DESIGN §5 step 5).
+
+A crash cannot be staged precisely in-process, so these tests write the state a crash leaves
+(an order stuck in `placing` or with a recorded cancel intent) straight into the orders table, and
+make the matching reservation through catalog's real internal API. The stack tests SIGKILL a
+real process for the same purpose."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from orders.placement import new_order_number
+from shop_dev.testing import ShopDatabase
+
+if TYPE_CHECKING:
+    from conftest import Actor, ProductFactory, Stock
+
+
+def _reserve(catalog_internal: httpx.Client, lines: list[tuple[int, int]]) -> uuid.UUID:
+    rid = uuid.uuid4()
+    response = catalog_internal.post(
+        "/internal/reservations",
+        json={
+            "reservation_id": str(rid),
+            "items": [{"product_id": p, "quantity": q} for p, q in lines],
+        },
+    )
+    assert response.status_code == 201, response.text
+    return rid
+
+
+def _stuck_order(
+    engine: Engine, user_id: int, reservation_id: uuid.UUID, *, age_seconds: int = 3600
+) -> int:
+    """The row a crash right after step 2 (or 3) leaves: `placing`, no items yet."""
+    with engine.begin() as conn:
+        order_id = conn.scalar(
+            text(
+                "INSERT INTO orders.orders (order_number, status, user_id, reservation_id,"
+                " created_at, updated_at) VALUES (:n, 'placing', :u, :r,"
+                " now() - make_interval(secs => :age), now() - make_interval(secs => :age))"
+                " RETURNING id"
+            ),
+            {"n": new_order_number(), "u": user_id, "r": reservation_id, "age": age_seconds},
+        )
+    assert isinstance(order_id, int)
+    return order_id
+
+
+def _recover(client: TestClient, shop_db: ShopDatabase, **params: Any) -> dict[str, int]:
+    response = client.post(
+        "/internal/orders/recover",
+        params=params,
+        headers={"X-Service-Token": shop_db.internal_api_token},
+    )
+    assert response.status_code == 200, response.text
+    report: dict[str, int] = response.json()
+    return report
+
+
+def test_stuck_order_with_a_held_reservation_is_completed(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    product = make_product(price="4.20", stock=10)
+    rid = _reserve(catalog_internal, [(product["id"], 3)])
+    order_id = _stuck_order(admin_engine, buyer.id, rid)
+
+    report = _recover(orders_app_client, shop_db)
+
+    assert report["completed"] >= 1
+    order = buyer.get(f"/orders/{order_id}").json()
+    assert order["status"] == "pending"
+    assert order["total_amount"] == "12.60"
+    assert [(i["product_id"], i["quantity"], i["unit_price"]) for i in order["items"]] == [
+        (product["id"], 3, "4.20")
+    ]
+    view = stock.assert_consistent({product["id"]: 10}, [buyer.id])
+    assert view[product["id"]] == {"available": 7, "held": 0, "committed": 3}
+
+
+def test_stuck_order_without_a_reservation_is_failed(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    admin_engine: Engine,
+    buyer: Actor,
+) -> None:
+    order_id = _stuck_order(admin_engine, buyer.id, uuid.uuid4())
+
+    report = _recover(orders_app_client, shop_db)
+
+    assert report["failed"] >= 1
+    assert buyer.get(f"/orders/{order_id}").json()["status"] == "failed"
+    assert buyer.get("/orders/").json()["total"] == 0
+
+
+def test_stuck_order_whose_reservation_was_released_is_failed(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    product = make_product(stock=5)
+    rid = _reserve(catalog_internal, [(product["id"], 2)])
+    assert catalog_internal.post(f"/internal/reservations/{rid}/release").status_code == 200
+    order_id = _stuck_order(admin_engine, buyer.id, rid)
+
+    _recover(orders_app_client, shop_db)
+
+    assert buyer.get(f"/orders/{order_id}").json()["status"] == "failed"
+    stock.assert_consistent({product["id"]: 5}, [buyer.id])
+
+
+def test_orders_younger_than_the_deadline_are_left_alone(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    product = make_product(stock=5)
+    rid = _reserve(catalog_internal, [(product["id"], 1)])
+    order_id = _stuck_order(admin_engine, buyer.id, rid, age_seconds=0)
+
+    _recover(orders_app_client, shop_db)  # default deadline: 60 s
+    untouched = buyer.get(f"/orders/{order_id}").json()["status"]
+    _recover(orders_app_client, shop_db, older_than_seconds=0)
+
+    assert untouched == "placing"
+    assert buyer.get(f"/orders/{order_id}").json()["status"] == "pending"
+    stock.assert_consistent({product["id"]: 5}, [buyer.id])
+
+
+def test_concurrent_recovery_runs_finish_each_order_exactly_once(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    product = make_product(stock=30)
+    order_ids = [
+        _stuck_order(admin_engine, buyer.id, _reserve(catalog_internal, [(product["id"], 2)]))
+        for _ in range(8)
+    ]
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: _recover(orders_app_client, shop_db), range(4)))
+
+    assert sum(r["completed"] for r in reports) >= 8
+    statuses = [buyer.get(f"/orders/{i}").json()["status"] for i in order_ids]
+    assert statuses == ["pending"] * 8
+    view = stock.assert_consistent({product["id"]: 30}, [buyer.id])
+    assert view[product["id"]] == {"available": 14, "held": 0, "committed": 16}
+
+
+def test_a_recorded_cancel_intent_is_finished_by_recovery(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    product = make_product(stock=10)
+    order = buyer.order((product["id"], 4)).json()
+    with admin_engine.begin() as conn:  # the process died after recording the intent
+        conn.execute(
+            text(
+                "UPDATE orders.orders SET cancel_requested_at = now(),"
+                " updated_at = now() - interval '1 hour' WHERE id = :id"
+            ),
+            {"id": order["id"]},
+        )
+    refused = buyer.patch(f"/orders/{order['id']}/status", params={"new_status": "confirmed"})
+
+    report = _recover(orders_app_client, shop_db)
+
+    assert refused.status_code in (403, 409)
+    assert report["cancelled"] >= 1
+    assert buyer.get(f"/orders/{order['id']}").json()["status"] == "cancelled"
+    view = stock.assert_consistent({product["id"]: 10}, [buyer.id])
+    assert view[product["id"]]["available"] == 10
+
+
+def test_recover_endpoint_needs_the_service_token(orders_app_client: TestClient) -> None:
+    missing = orders_app_client.post("/internal/orders/recover")
+    wrong = orders_app_client.post(
+        "/internal/orders/recover", headers={"X-Service-Token": "wrong-token-wrong-token"}
+    )
+
+    assert missing.status_code == wrong.status_code == 403
