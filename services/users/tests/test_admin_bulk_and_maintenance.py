@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from shop_common.db import count_queries
 from shop_dev.testing import ShopDatabase
 from users.models import User
 
@@ -227,6 +228,24 @@ class TestInternalUsers:
             {"id": first.id, "username": first.username, "full_name": "First", "is_active": True},
             {"id": second.id, "username": second.username, "full_name": None, "is_active": True},
         ]
+
+    def test_summaries_take_one_statement(
+        self,
+        client: TestClient,
+        make_account: AccountFactory,
+        shop_db: ShopDatabase,
+        engine: Engine,
+    ) -> None:
+        ids = ",".join(str(make_account().id) for _ in range(3))
+
+        with count_queries(engine) as queries:
+            response = client.get(
+                f"/internal/users?ids={ids}",
+                headers={"X-Service-Token": shop_db.internal_api_token},
+            )
+
+        assert len(response.json()) == 3
+        assert queries.value == 1
 
     @pytest.mark.parametrize("token", [None, "", "wrong-token-of-some-length"])
     def test_service_token_is_required(

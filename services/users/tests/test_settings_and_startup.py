@@ -96,6 +96,19 @@ class TestSettings:
         assert loaded.login_rate_limit_per_minute == 60
         assert "a-long-enough-password" not in repr(loaded)
 
+    @pytest.mark.parametrize("value", ["10.1.0.0/16,::1", '["10.1.0.0/16", "::1"]'])
+    def test_trusted_proxies_accept_a_list_or_json(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        monkeypatch.setenv("TRUSTED_PROXIES", value)
+
+        loaded = settings(environment="dev")
+
+        assert loaded.trusted_proxies == [
+            ipaddress.ip_network("10.1.0.0/16"),
+            ipaddress.ip_network("::1/128"),
+        ]
+
 
 class TestSigningKey:
     def test_dev_mode_generates_one_key_and_reuses_it(

@@ -113,7 +113,15 @@ def create_users_bulk(
         for item in items
     ]
     session.add_all(users)
-    _flush_or_conflict(session, "", "")
+    try:
+        session.flush()
+    except IntegrityError as exc:  # someone registered one of these names since the check
+        if constraint_name(exc) in _UNIQUE:
+            raise BulkConflict(
+                "a user in the batch was registered concurrently; nothing was created",
+                errors=[],
+            ) from exc
+        raise
     return users
 
 
