@@ -31,6 +31,7 @@ class Principal:
     username: str
     is_superuser: bool
     token_id: str
+    issued_at: int = 0  # the token's `iat` (epoch seconds): lets an issuer refuse older tokens
 
     def can_act_for(self, user_id: int) -> bool:
         return self.is_superuser or self.id == user_id
@@ -136,6 +137,7 @@ class TokenVerifier:
                 username=str(claims.get("username", "")),
                 is_superuser=bool(claims.get("is_superuser", False)),
                 token_id=str(claims["jti"]),
+                issued_at=int(claims["iat"]),
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
