@@ -3,6 +3,7 @@ deletes, and the admin list with its filters, pagination bounds and query count.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from shop_common.db import count_queries
+from shop_dev.testing import TestKeys
 from users.models import User
 
 if TYPE_CHECKING:
@@ -22,6 +24,10 @@ PROBLEM = "application/problem+json"
 
 def unique(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def login_status(client: TestClient, username: str, password: str) -> int:
@@ -106,6 +112,25 @@ class TestOwnProfile:
         assert "brand-new-password" not in response.text
         assert login_status(client, account.username, "brand-new-password") == 200
         assert login_status(client, account.username, account.password) == 401
+
+    def test_password_change_signs_out_earlier_tokens(
+        self, client: TestClient, make_account: AccountFactory, jwt_keys: TestKeys
+    ) -> None:
+        account = make_account()
+        earlier = jwt_keys.token(account.id, account.username, iat=int(time.time()) - 5)
+        assert client.get("/users/me", headers=bearer(earlier)).status_code == 200
+
+        client.patch(
+            "/users/me",
+            json={"password": "brand-new-password", "current_password": account.password},
+            headers=account.headers,
+        )
+        fresh = client.post(
+            "/auth/token", data={"username": account.username, "password": "brand-new-password"}
+        ).json()["access_token"]
+
+        assert client.get("/users/me", headers=bearer(earlier)).status_code == 401
+        assert client.get("/users/me", headers=bearer(fresh)).status_code == 200
 
     def test_renaming_to_a_taken_username_is_409(
         self, client: TestClient, make_account: AccountFactory, db: Session

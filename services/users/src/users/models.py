@@ -52,3 +52,5 @@ class User(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Tokens issued before this second are refused (a password change signs out other sessions).
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -206,6 +206,7 @@ def update_user(
         setattr(user, field, value)
     if new_password is not None:
         user.hashed_password = passwords.hash(new_password)
+        user.password_changed_at = datetime.now(UTC)
     _flush_or_conflict(session, user.username, user.email)
     return user
 
