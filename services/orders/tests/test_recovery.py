@@ -7,6 +7,7 @@ real process for the same purpose."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,12 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from orders.main import create_app
 from orders.placement import new_order_number
 from shop_dev.testing import ShopDatabase
 
 if TYPE_CHECKING:
-    from conftest import Actor, ProductFactory, Stock
+    from conftest import Actor, ProductFactory, SettingsFactory, Stock
 
 
 def _reserve(catalog_internal: httpx.Client, lines: list[tuple[int, int]]) -> uuid.UUID:
@@ -208,3 +210,26 @@ def test_recover_endpoint_needs_the_service_token(orders_app_client: TestClient)
     )
 
     assert missing.status_code == wrong.status_code == 403
+
+
+def test_the_background_job_recovers_without_being_asked(
+    make_settings: SettingsFactory,
+    admin_engine: Engine,
+    buyer: Actor,
+) -> None:
+    order_id = _stuck_order(admin_engine, buyer.id, uuid.uuid4())
+    settings = make_settings(recovery_interval_seconds=0.2, placing_deadline_seconds=30)
+
+    with TestClient(create_app(settings)):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _status(admin_engine, order_id) == "placing":
+            time.sleep(0.1)
+
+    assert _status(admin_engine, order_id) == "failed"
+
+
+def _status(engine: Engine, order_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.scalar(text("SELECT status FROM orders.orders WHERE id = :id"), {"id": order_id})
+        )

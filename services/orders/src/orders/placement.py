@@ -112,18 +112,17 @@ def place_order(
         _undo(factory, catalog, order, OrderStatus.FAILED)
         raise
 
-    status = write_items(factory, order.id, reservation, total)
-    if status is OrderStatus.PLACING:
+    if write_items(factory, order.id, reservation, total) is OrderStatus.PLACING:
         try:
             catalog.commit(order.reservation_id)
         except CatalogUnavailable:
             _undo(factory, catalog, order, OrderStatus.FAILED)
             raise
-        status = mark_pending(factory, order.id)
-    if status is OrderStatus.FAILED:  # the recovery job gave up on us meanwhile: undo our part
+    placed = mark_pending(factory, order.id)
+    if placed.status == OrderStatus.FAILED:  # the recovery job gave up on us meanwhile: undo
         _release_quietly(catalog, order.reservation_id)
         raise CatalogUnavailable("placing the order took too long; it was abandoned, retry")
-    return Placed(load_order(factory, order.id), replayed=False)
+    return Placed(placed, replayed=False)
 
 
 def _owner(principal: Principal, user_id: int | None) -> int:
@@ -257,18 +256,15 @@ def write_items(
         return OrderStatus.PLACING
 
 
-def mark_pending(factory: sessionmaker[Session], order_id: int) -> OrderStatus:
+def mark_pending(factory: sessionmaker[Session], order_id: int) -> Order:
+    """`placing` → `pending` (a no-op in any other status); returns the order with its items."""
     with factory.begin() as session:
         session.execute(
             update(Order)
             .where(Order.id == order_id, Order.status == OrderStatus.PLACING)
             .values(status=OrderStatus.PENDING)
         )
-        return _current_status(session, order_id)
-
-
-def _current_status(session: Session, order_id: int) -> OrderStatus:
-    return OrderStatus(session.scalars(select(Order.status).where(Order.id == order_id)).one())
+        return _load(session, order_id)
 
 
 def _close_unplaced(factory: sessionmaker[Session], order_id: int, status: OrderStatus) -> None:
@@ -300,6 +296,10 @@ def _release_quietly(catalog: CatalogClient, reservation_id: uuid.UUID) -> None:
 
 def load_order(factory: sessionmaker[Session], order_id: int) -> Order:
     with factory.begin() as session:
-        return session.scalars(
-            select(Order).where(Order.id == order_id).options(selectinload(Order.items))
-        ).one()
+        return _load(session, order_id)
+
+
+def _load(session: Session, order_id: int) -> Order:
+    return session.scalars(
+        select(Order).where(Order.id == order_id).options(selectinload(Order.items))
+    ).one()

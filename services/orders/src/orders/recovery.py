@@ -111,8 +111,8 @@ def _finish_placing(
         else:
             if write_items(factory, claimed.id, reservation, total) is OrderStatus.PLACING:
                 catalog.commit(claimed.reservation_id)
-                status = mark_pending(factory, claimed.id)
-                log.info("recovered order %s as %s", claimed.id, status)
+                order = mark_pending(factory, claimed.id)
+                log.info("recovered order %s as %s", claimed.id, order.status)
             return True
     catalog.release(claimed.reservation_id)
     with factory.begin() as session:
