@@ -152,7 +152,7 @@ def start_gateway(processes: Processes, stubs: dict[str, Process]) -> GatewayFac
             "USERS_URL": stubs["users"].url,
             "CATALOG_URL": stubs["catalog"].url,
             "ORDERS_URL": stubs["orders"].url,
-            "UPSTREAM_READ_TIMEOUT_SECONDS": "1",
+            "UPSTREAM_READ_TIMEOUT_SECONDS": "3",
             "LOGIN_RATE_LIMIT": "3",
             "REDIS_KEY_PREFIX": f"test:gateway:{uuid.uuid4().hex}:",
             "OPENAPI_CACHE_SECONDS": "0",
@@ -163,6 +163,11 @@ def start_gateway(processes: Processes, stubs: dict[str, Process]) -> GatewayFac
         return processes.start("gateway", args, env, "/health/live")
 
     return start
+
+
+@pytest.fixture(scope="session")
+def refused_url() -> str:
+    return closed_port_url()
 
 
 @pytest.fixture(scope="session")
