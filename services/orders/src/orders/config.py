@@ -35,7 +35,10 @@ class OrdersSettings(ShopSettings):
     )
     recovery_batch_size: int = Field(default=50, ge=1, le=1000)
     reservation_ttl_seconds: int | None = Field(
-        default=None, ge=1, description="Passed to catalog; None lets catalog pick its default."
+        default=None,
+        ge=1,
+        le=3600,
+        description="Passed to catalog (which accepts 1..3600); None: catalog's default.",
     )
     # Fault injection for the crash tests: sleep after the reservation is held, before anything
     # else, so a test can SIGKILL the process at exactly that point. Refused in production.

@@ -44,7 +44,24 @@ StatusFilter = Annotated[
 UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 
-@router.post("/", status_code=201)
+@router.post(
+    "/",
+    status_code=201,
+    responses={
+        201: {
+            "description": "The order (also for a replayed Idempotency-Key).",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this answers an earlier request with the same key",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        409: {"description": "Insufficient stock (`short` lists the products)."},
+        422: {"description": "Invalid items, unknown/inactive products, reused key."},
+        503: {"description": "Catalog unavailable; nothing stays reserved."},
+    },
+)
 def create_order(
     body: OrderCreate,
     user: CurrentUser,
