@@ -156,16 +156,18 @@ def catalog_url(shop_db: ShopDatabase, tmp_path_factory: pytest.TempPathFactory)
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
+        last: object = None
         while True:
             try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                last = httpx.get(f"{url}/health/ready", timeout=5)
+                if last.status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
+            except httpx.TransportError as exc:
+                last = exc
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"catalog did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+                raise RuntimeError(f"catalog did not start ({last!r}):\n{log.read_text()}")
+            time.sleep(0.2)
         yield url
     finally:
         process.terminate()

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request
 
 from catalog.config import CatalogSettings
+from catalog.deps import SessionFactoryDep
 from catalog.reservations import service as reservation_service
 from catalog.reservations.schemas import ReservationCreate, ReservationRead, SweepResult
 from shop_common.auth import InternalCaller
@@ -24,18 +25,21 @@ def _settings(request: Request) -> CatalogSettings:
 
 @router.post("", status_code=201)
 def create_reservation(
-    body: ReservationCreate, session: SessionDep, request: Request
+    body: ReservationCreate, factory: SessionFactoryDep, request: Request
 ) -> ReservationRead:
-    reservation = reservation_service.create_reservation(
-        session, body, default_ttl_seconds=_settings(request).reservation_ttl_seconds
-    )
-    return ReservationRead.model_validate(reservation)
+    ttl = _settings(request).reservation_ttl_seconds
+    with factory.begin() as session:  # commits in this thread: see SessionFactoryDep
+        reservation = reservation_service.create_reservation(session, body, default_ttl_seconds=ttl)
+        return ReservationRead.model_validate(reservation)
 
 
 @router.post("/sweep")
-def sweep_reservations(session: SessionDep, request: Request) -> SweepResult:
+def sweep_reservations(factory: SessionFactoryDep, request: Request) -> SweepResult:
     batch = _settings(request).reservation_sweep_batch_size
-    return SweepResult(expired=reservation_service.expire_all_overdue(session, batch_size=batch))
+    with factory.begin() as session:
+        return SweepResult(
+            expired=reservation_service.expire_all_overdue(session, batch_size=batch)
+        )
 
 
 @router.get("/{reservation_id}")
@@ -46,14 +50,16 @@ def get_reservation(reservation_id: uuid.UUID, session: SessionDep) -> Reservati
 
 
 @router.post("/{reservation_id}/commit")
-def commit_reservation(reservation_id: uuid.UUID, session: SessionDep) -> ReservationRead:
-    return ReservationRead.model_validate(
-        reservation_service.commit_reservation(session, reservation_id)
-    )
+def commit_reservation(reservation_id: uuid.UUID, factory: SessionFactoryDep) -> ReservationRead:
+    with factory.begin() as session:
+        return ReservationRead.model_validate(
+            reservation_service.commit_reservation(session, reservation_id)
+        )
 
 
 @router.post("/{reservation_id}/release")
-def release_reservation(reservation_id: uuid.UUID, session: SessionDep) -> ReservationRead:
-    return ReservationRead.model_validate(
-        reservation_service.release_reservation(session, reservation_id)
-    )
+def release_reservation(reservation_id: uuid.UUID, factory: SessionFactoryDep) -> ReservationRead:
+    with factory.begin() as session:
+        return ReservationRead.model_validate(
+            reservation_service.release_reservation(session, reservation_id)
+        )

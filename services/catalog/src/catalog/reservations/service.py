@@ -46,15 +46,18 @@ def create_reservation(
 ) -> Reservation:
     """All or nothing. Idempotent on reservation_id: the same items answer the stored reservation
     (in whatever status it is now), other items are a ReservationMismatch. A concurrent request
-    with the same id waits on the primary key and then takes the idempotent path."""
+    with the same id waits on the primary key and then takes the idempotent path.
+
+    Product rows stay locked from their UPDATE to the commit, so only two statements follow the
+    first UPDATE (the other UPDATEs and one INSERT of the lines); the answer is built in memory."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
-    created = session.scalar(
+    created = session.execute(
         insert(Reservation)
         .values(id=data.reservation_id, status="held", expires_at=func.now() + ttl)
         .on_conflict_do_nothing(index_elements=[Reservation.id])
-        .returning(Reservation.id)
-    )
+        .returning(Reservation.expires_at)
+    ).one_or_none()
     if created is None:
         existing = get_reservation(session, data.reservation_id)
         if {i.product_id: i.quantity for i in existing.items} != wanted:
@@ -64,14 +67,41 @@ def create_reservation(
             )
         return existing
     _check_reservable(session, wanted)
-    _take_stock(session, data.reservation_id, wanted)
-    session.flush()
-    return get_reservation(session, data.reservation_id)
+    items = _take_stock(session, data.reservation_id, wanted)
+    session.execute(insert(ReservationItem), [_columns(i) for i in items])
+    # Transient (never added to the session): only what the response shows.
+    return Reservation(
+        id=data.reservation_id, status="held", expires_at=created.expires_at, items=items
+    )
+
+
+def _columns(item: ReservationItem) -> dict[str, object]:
+    return {
+        "reservation_id": item.reservation_id,
+        "product_id": item.product_id,
+        "quantity": item.quantity,
+        "unit_price": item.unit_price,
+        "name": item.name,
+        "sku": item.sku,
+    }
+
+
+def _short(wanted: dict[int, int], available: dict[int, int]) -> InsufficientStock:
+    return InsufficientStock(
+        "not enough stock for some products",
+        short=[
+            {"product_id": p, "requested": q, "available": available.get(p, 0)}
+            for p, q in wanted.items()
+            if available.get(p, 0) < q
+        ],
+    )
 
 
 def _check_reservable(session: Session, wanted: dict[int, int]) -> None:
+    """Refuse unknown or inactive products (422), and fail fast without waiting for any row lock
+    when the current stock is already too low (409)."""
     rows = session.execute(
-        select(Product.id, Product.is_active).where(Product.id.in_(wanted))
+        select(Product.id, Product.is_active, Product.stock_quantity).where(Product.id.in_(wanted))
     ).all()
     unknown = sorted(set(wanted) - {r.id for r in rows})
     inactive = sorted(r.id for r in rows if not r.is_active)
@@ -81,10 +111,15 @@ def _check_reservable(session: Session, wanted: dict[int, int]) -> None:
             unknown=unknown,
             inactive=inactive,
         )
+    available = {r.id: r.stock_quantity for r in rows}
+    if any(available[p] < q for p, q in wanted.items()):
+        raise _short(wanted, available)
 
 
-def _take_stock(session: Session, reservation_id: uuid.UUID, wanted: dict[int, int]) -> None:
-    short: list[int] = []
+def _take_stock(
+    session: Session, reservation_id: uuid.UUID, wanted: dict[int, int]
+) -> list[ReservationItem]:
+    items: list[ReservationItem] = []
     for product_id, quantity in wanted.items():  # ascending product id: the lock order
         row = session.execute(
             update(Product)
@@ -97,35 +132,29 @@ def _take_stock(session: Session, reservation_id: uuid.UUID, wanted: dict[int, i
             .returning(Product.name, Product.sku, Product.price)
             .execution_options(**_NO_SYNC)
         ).one_or_none()
-        if row is None:
-            short.append(product_id)
-            continue
-        session.add(
-            ReservationItem(
-                reservation_id=reservation_id,
-                product_id=product_id,
-                quantity=quantity,
-                unit_price=row.price,
-                name=row.name,
-                sku=row.sku,
-            )
-        )
-    if short:
-        available = {
-            r.id: r.stock_quantity if r.is_active else 0
-            for r in session.execute(
-                select(Product.id, Product.stock_quantity, Product.is_active).where(
-                    Product.id.in_(short)
+        if row is not None:
+            items.append(
+                ReservationItem(
+                    reservation_id=reservation_id,
+                    product_id=product_id,
+                    quantity=quantity,
+                    unit_price=row.price,
+                    name=row.name,
+                    sku=row.sku,
                 )
             )
-        }
-        raise InsufficientStock(
-            "not enough stock for some products",
-            short=[
-                {"product_id": p, "requested": wanted[p], "available": available.get(p, 0)}
-                for p in short
-            ],
+    if len(items) < len(wanted):
+        current = session.execute(
+            select(Product.id, Product.stock_quantity, Product.is_active).where(
+                Product.id.in_(wanted)
+            )
         )
+        taken = {i.product_id for i in items}
+        raise _short(
+            {p: q for p, q in wanted.items() if p not in taken},
+            {r.id: r.stock_quantity if r.is_active else 0 for r in current},
+        )
+    return items
 
 
 def _restock(session: Session, reservation_ids: Sequence[uuid.UUID]) -> None:
