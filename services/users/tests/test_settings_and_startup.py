@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session
 
 from shop_common.db import make_engine, make_sessionmaker
 from shop_common.keys import generate_private_key_pem, public_jwk
+from shop_dev.testing import ShopDatabase
 from users.auth.passwords import Passwords
 from users.auth.tokens import load_signing_key
+from users.cli import main
 from users.config import UsersSettings
 from users.main import create_app
 from users.models import User
@@ -232,3 +234,43 @@ class TestFirstSuperuser:
 
         assert (takeover.status_code, original.status_code) == (401, 200)
         assert superusers_named(db, account.username) == [(account.username, False)]
+
+
+class TestCreateSuperuserCommand:
+    def test_command_creates_an_admin_once(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        shop_db: ShopDatabase,
+        db: Session,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        for key, value in shop_db.settings_kwargs("users").items():
+            monkeypatch.setenv(key.upper(), str(value))
+        monkeypatch.setenv("SUPERUSER_PASSWORD", "cli-superuser-password")
+        name = f"cli_{uuid.uuid4().hex[:10]}"
+        argv = ["create-superuser", "--username", name, "--email", f"{name}@example.com"]
+
+        with pytest.raises(SystemExit) as first:
+            main(argv)
+        with pytest.raises(SystemExit) as second:
+            main(argv)
+
+        assert (first.value.code, second.value.code) == (0, 1)
+        assert capsys.readouterr().out.splitlines() == [
+            f"created superuser {name}",
+            f"{name} or {name}@example.com already exists",
+        ]
+        assert superusers_named(db, name) == [(name, True)]
+
+    def test_command_refuses_an_invalid_account(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setenv("SUPERUSER_PASSWORD", "short")
+
+        with pytest.raises(SystemExit) as exit_info:
+            main(["create-superuser", "--username", "ok_name", "--email", "ok@example.com"])
+
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == (
+            "invalid password: String should have at least 8 characters\n"
+        )

@@ -24,8 +24,10 @@ def _create_superuser(username: str, email: str) -> int:
         TypeAdapter(UserCreate).validate_python(
             {"username": username, "email": email, "password": password}
         )
-    except ValidationError as exc:
-        sys.stderr.write(f"invalid superuser: {exc}\n")
+    except ValidationError as exc:  # loc and msg only: the input would echo the password
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            sys.stderr.write(f"invalid {field}: {error['msg']}\n")
         return 2
     settings = UsersSettings()
     passwords = Passwords(
