@@ -46,6 +46,17 @@ ROLES = {
 }
 
 
+def fetch(sql: str, **dsn: Any) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(**dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
+    finally:
+        conn.close()
+
+
 def _pg_bin() -> Path | None:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return candidates[-1].parent if candidates else None
@@ -91,10 +102,8 @@ class Cluster:
             **AS_POSTGRES,
         )
 
-    def superuser(self) -> psycopg2.extensions.connection:
-        return psycopg2.connect(
-            host=self.socket_dir, port=self.port, user="postgres", dbname="shop"
-        )
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        return fetch(sql, host=self.socket_dir, port=self.port, user="postgres", dbname="shop")
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +229,10 @@ def bouncer(bootstrapped: Cluster) -> Iterator[Bouncer]:
 
 class TestPostgresInit:
     def test_init_script_creates_one_login_role_per_service(self, bootstrapped: Cluster) -> None:
-        with bootstrapped.superuser() as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolconfig"
-                " FROM pg_roles WHERE rolname LIKE '%\\_svc' ORDER BY rolname"
-            )
-            rows = cur.fetchall()
+        rows = bootstrapped.fetch(
+            "SELECT rolname, rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolconfig"
+            " FROM pg_roles WHERE rolname LIKE '%\\_svc' ORDER BY rolname"
+        )
         assert [row[:5] for row in rows] == [
             ("catalog_svc", True, False, False, False),
             ("orders_svc", True, False, False, False),
@@ -235,33 +242,29 @@ class TestPostgresInit:
             assert "statement_timeout=7s" in row[5]
 
     def test_each_schema_is_owned_by_its_service_role(self, bootstrapped: Cluster) -> None:
-        with bootstrapped.superuser() as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace"
-                " WHERE nspname IN ('users', 'catalog', 'orders') ORDER BY nspname"
-            )
-            assert cur.fetchall() == [
-                ("catalog", "catalog_svc"),
-                ("orders", "orders_svc"),
-                ("users", "users_svc"),
-            ]
+        rows = bootstrapped.fetch(
+            "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace"
+            " WHERE nspname IN ('users', 'catalog', 'orders') ORDER BY nspname"
+        )
+        assert rows == [
+            ("catalog", "catalog_svc"),
+            ("orders", "orders_svc"),
+            ("users", "users_svc"),
+        ]
 
     def test_roles_log_in_over_tcp_with_the_passwords_from_the_environment(
         self, bootstrapped: Cluster
     ) -> None:
         for role, variable in ROLES.items():
-            with (
-                psycopg2.connect(
-                    host="127.0.0.1",
-                    port=bootstrapped.port,
-                    user=role,
-                    password=PASSWORDS[variable],
-                    dbname="shop",
-                ) as conn,
-                conn.cursor() as cur,
-            ):
-                cur.execute("SELECT current_user")
-                assert cur.fetchone() == (role,)
+            rows = fetch(
+                "SELECT current_user",
+                host="127.0.0.1",
+                port=bootstrapped.port,
+                user=role,
+                password=PASSWORDS[variable],
+                dbname="shop",
+            )
+            assert rows == [(role,)]
 
     def test_init_script_stops_when_a_password_is_missing(self, bootstrapped: Cluster) -> None:
         roles_sql = bootstrapped.base / "roles.sql"
@@ -292,22 +295,20 @@ class TestPgBouncerEntrypoint:
 
     def test_every_role_logs_in_through_pgbouncer(self, bouncer: Bouncer) -> None:
         for role, variable in ROLES.items():
-            with (
-                psycopg2.connect(
-                    host="127.0.0.1",
-                    port=bouncer.port,
-                    user=role,
-                    password=PASSWORDS[variable],
-                    dbname="shop",
-                ) as conn,
-                conn.cursor() as cur,
-            ):
-                cur.execute("SELECT current_user")
-                assert cur.fetchone() == (role,)
+            rows = fetch(
+                "SELECT current_user",
+                host="127.0.0.1",
+                port=bouncer.port,
+                user=role,
+                password=PASSWORDS[variable],
+                dbname="shop",
+            )
+            assert rows == [(role,)]
 
     def test_a_wrong_password_is_refused_by_pgbouncer(self, bouncer: Bouncer) -> None:
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-            psycopg2.connect(
+            fetch(
+                "SELECT 1",
                 host="127.0.0.1",
                 port=bouncer.port,
                 user="users_svc",
