@@ -126,7 +126,7 @@ DEMO_PRODUCTS: tuple[tuple[str, str, str, str, int, tuple[str, ...], str], ...] 
 
 def seed_demo_catalog(session: Session) -> int:
     """Create the demo products that are missing; returns how many were created."""
-    categories = dict(session.execute(select(Category.slug, Category.id)).tuples().all())
+    categories = {row.slug: row.id for row in session.execute(select(Category.slug, Category.id))}
     existing = set(session.scalars(select(Product.sku)))
     created = 0
     for slug, name, sku, price, stock, tags, description in DEMO_PRODUCTS:
