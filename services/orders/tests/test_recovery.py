@@ -81,7 +81,9 @@ def test_stuck_order_with_a_held_reservation_is_completed(
 
     report = _recover(orders_app_client, shop_db)
 
-    assert report["completed"] >= 1
+    # Counts are not asserted: the stack's own orders process runs the same job in the
+    # background and may take an order first. The outcome is what matters.
+    assert set(report) == {"completed", "failed", "cancelled", "skipped"}
     order = buyer.get(f"/orders/{order_id}").json()
     assert order["status"] == "pending"
     assert order["total_amount"] == "12.60"
@@ -100,9 +102,8 @@ def test_stuck_order_without_a_reservation_is_failed(
 ) -> None:
     order_id = _stuck_order(admin_engine, buyer.id, uuid.uuid4())
 
-    report = _recover(orders_app_client, shop_db)
+    _recover(orders_app_client, shop_db)
 
-    assert report["failed"] >= 1
     assert buyer.get(f"/orders/{order_id}").json()["status"] == "failed"
     assert buyer.get("/orders/").json()["total"] == 0
 
@@ -167,7 +168,7 @@ def test_concurrent_recovery_runs_finish_each_order_exactly_once(
     with ThreadPoolExecutor(4) as pool:
         reports = list(pool.map(lambda _: _recover(orders_app_client, shop_db), range(4)))
 
-    assert sum(r["completed"] for r in reports) >= 8
+    assert [r["skipped"] for r in reports] == [0, 0, 0, 0]
     statuses = [buyer.get(f"/orders/{i}").json()["status"] for i in order_ids]
     assert statuses == ["pending"] * 8
     view = stock.assert_consistent({product["id"]: 30}, [buyer.id])
@@ -194,10 +195,10 @@ def test_a_recorded_cancel_intent_is_finished_by_recovery(
         )
     refused = buyer.patch(f"/orders/{order['id']}/status", params={"new_status": "confirmed"})
 
-    report = _recover(orders_app_client, shop_db)
+    _recover(orders_app_client, shop_db)
 
-    assert refused.status_code in (403, 409)
-    assert report["cancelled"] >= 1
+    assert refused.status_code == 409
+    assert refused.json()["type"] == "/problems/cancellation-pending"
     assert buyer.get(f"/orders/{order['id']}").json()["status"] == "cancelled"
     view = stock.assert_consistent({product["id"]: 10}, [buyer.id])
     assert view[product["id"]]["available"] == 10
