@@ -9,6 +9,8 @@ from pathlib import Path
 import redis
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shop_common.app import ServiceSpec, build_service_app
 from shop_common.auth import KeySource, StaticKeys
@@ -46,7 +48,12 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis_client = (
-            redis.Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+            redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 1),  # fail fast: the limiter falls back to memory
+            )
             if settings.redis_url
             else None
         )

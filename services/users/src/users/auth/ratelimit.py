@@ -86,20 +86,31 @@ class MemoryBuckets:
 
 
 class RedisBuckets:
-    """Buckets shared by every replica; falls back to this process's buckets if Redis fails."""
+    """Buckets shared by every replica. If Redis fails, this process's buckets take over and
+    Redis is left alone for `retry_after_seconds`, so an outage does not slow every login."""
 
     def __init__(
-        self, client: redis.Redis, interval: float, tolerance: float, fallback: MemoryBuckets
+        self,
+        client: redis.Redis,
+        interval: float,
+        tolerance: float,
+        fallback: MemoryBuckets,
+        retry_after_seconds: float = 5.0,
     ) -> None:
         self._script: Any = client.register_script(_GCRA_LUA)
         self._interval = interval
         self._tolerance = tolerance
         self._fallback = fallback
+        self._retry_after = retry_after_seconds
+        self._down_until = float("-inf")
 
     def hit(self, keys: Sequence[str]) -> float:
+        if time.monotonic() < self._down_until:
+            return self._fallback.hit(keys)
         try:
             wait = self._script(keys=list(keys), args=[self._interval, self._tolerance])
         except redis.RedisError as exc:
+            self._down_until = time.monotonic() + self._retry_after
             log.warning("rate-limit store unavailable (%s); limiting in this process", exc)
             return self._fallback.hit(keys)
         return float(wait)
