@@ -272,7 +272,7 @@ def test_service_talks_to_the_database_through_pgbouncer(svc: str) -> None:
     )
 
 
-def test_every_pod_runs_as_non_root_without_privilege_escalation() -> None:
+def test_every_container_runs_as_non_root_read_only_without_privileges() -> None:
     pods = {
         f"{doc['kind']}/{doc['metadata']['name']}": _pod_spec(doc)
         for _, doc in DOCUMENTS
@@ -281,11 +281,12 @@ def test_every_pod_runs_as_non_root_without_privilege_escalation() -> None:
     assert [
         w for w, pod in pods.items() if pod["securityContext"].get("runAsNonRoot") is not True
     ] == []
-    assert [
-        w
-        for w, c in _containers()
-        if c["securityContext"].get("allowPrivilegeEscalation") is not False
-    ] == []
+    hardened = {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert [w for w, c in _containers() if c["securityContext"] != hardened] == []
 
 
 class TestSecretSplit:
