@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from catalog.models import Category
+from shop_common.db import count_queries
 
 from .conftest import CategoryFactory, ProductFactory, unique
 
@@ -159,6 +160,23 @@ class TestCategoryTree:
 
         assert page["total"] == 1
         assert [c["id"] for c in page["items"]] == [child["id"]]
+
+    def test_a_page_of_categories_loads_in_a_constant_number_of_statements(
+        self, anon: TestClient, engine: Engine, make_category: CategoryFactory
+    ) -> None:
+        statements = []
+        for size in (1, 8):
+            root = make_category()
+            for _ in range(size):
+                make_category(parent_id=make_category(parent_id=root["id"])["id"])
+            with count_queries(engine) as counter:
+                page = anon.get(
+                    "/categories/", params={"parent_id": root["id"], "page_size": 100}
+                ).json()
+            statements.append(counter.value)
+            assert [len(c["children"]) for c in page["items"]] == [1] * size
+
+        assert statements == [3, 3]  # count, page with parents (joined), children (selectin)
 
     def test_the_four_default_categories_exist(self, anon: TestClient) -> None:
         page = anon.get("/categories/", params={"roots_only": True, "page_size": 100}).json()

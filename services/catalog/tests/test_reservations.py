@@ -313,6 +313,19 @@ class TestExpiry:
         assert (response.status_code, response.json()["status"]) == (200, "expired")
         assert stock(db, product["id"]) == 10
 
+    def test_an_overdue_reservation_can_still_be_released(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=10)
+        rid = reserve(internal, [(product["id"], 4)]).json()["reservation_id"]
+        make_overdue(db, rid)
+
+        response = internal.post(f"/internal/reservations/{rid}/release")
+        internal.post("/internal/reservations/sweep")
+
+        assert response.json()["status"] in {"released", "expired"}
+        assert stock(db, product["id"]) == 10
+
     def test_the_lifespan_sweeper_runs_on_its_interval(
         self, shop_db: ShopDatabase, internal: TestClient, db: Session, make_product: ProductFactory
     ) -> None:
