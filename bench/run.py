@@ -44,10 +44,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per scenario, ~1 min")
     parser.add_argument("--duration", type=float, help="seconds measured per scenario (15)")
-    parser.add_argument("--warmup", type=float, help="seconds of unmeasured load before each (3)")
+    parser.add_argument("--warmup", type=float, help="seconds of unmeasured load before each (2)")
     parser.add_argument("--connections", type=int, help="override every scenario's connections")
     parser.add_argument("--scarce-stock", type=int, help="units in the contention scenario (200)")
     parser.add_argument("--pool-size", type=int, default=5, help="QueuePool size compared (5)")
+    parser.add_argument(
+        "--pool-all",
+        type=int,
+        default=0,
+        help="experiment: every service direct to PostgreSQL with a QueuePool of this size",
+    )
     parser.add_argument("--only", help="comma-separated scenario keys to run (default: all)")
     parser.add_argument("--profile", default="", help="scenario keys to profile with py-spy")
     parser.add_argument(
@@ -71,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--set {item!r}: expected PROCESS:NAME=VALUE, PROCESS in {SERVICES}")
         args.extra_env.setdefault(process, {})[name] = value
     args.duration = args.duration or (3.0 if args.quick else 15.0)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.scarce_stock = args.scarce_stock or (50 if args.quick else 200)
     if not 1 <= args.duration <= 120:
         parser.error("--duration must be between 1 and 120 seconds")
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     load_start = _loadavg()
     _say(f"starting the stack (load average {load_start})")
-    with bench_environment(args.pool_size, args.keep_logs, args.extra_env) as env:
+    with bench_environment(args.pool_size, args.keep_logs, args.extra_env, args.pool_all) as env:
         _say(f"stack up in {time.monotonic() - started:.1f} s; seeding through the gateway")
         config = env.stack.config
         data = seed(
@@ -172,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_threads": 1,
             "queuepool_size": args.pool_size,
             "extra_env": args.extra_env,
+            "pool_all": args.pool_all,
             "loadavg_start": load_start,
             "loadavg_end": _loadavg(),
         },

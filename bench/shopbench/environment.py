@@ -62,9 +62,13 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def bench_environment(
-    pool_size: int, keep_logs: bool, extra_env: Mapping[str, Mapping[str, str]] | None = None
+    pool_size: int,
+    keep_logs: bool,
+    extra_env: Mapping[str, Mapping[str, str]] | None = None,
+    pool_all: int = 0,
 ) -> Iterator[BenchEnvironment]:
-    """Start everything; on the way out stop every process and drop the database."""
+    """Start everything; on the way out stop every process and drop the database.
+    pool_all > 0 (an experiment): users, catalog and orders all bypass PgBouncer with a QueuePool."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so a SIGTERM still cleans up
     cluster = Cluster(os.environ.get("SHOP_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
     database = f"shop_bench_{uuid.uuid4().hex[:12]}"
@@ -98,6 +102,12 @@ def bench_environment(
         },
     )
     stack = Stack(config)
+    if pool_all:
+        for service in ("users", "catalog", "orders"):
+            stack.processes[service].env |= {
+                "DATABASE_URL": stack.direct_url(service),
+                "DB_POOL_SIZE": str(pool_all),
+            }
     pooled = ServiceProcess(
         name="catalog",
         port=free_port(),

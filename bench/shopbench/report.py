@@ -134,6 +134,14 @@ def markdown(report: dict[str, Any]) -> str:
         + (" (**quick smoke run**: numbers are indicative only)" if meta["quick"] else "")
         + f". Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}.",
         "",
+        *(
+            [
+                f"**Experiment**: extra environment {meta['extra_env']}, pool_all={meta['pool_all']}.",
+                "",
+            ]
+            if meta.get("extra_env") or meta.get("pool_all")
+            else []
+        ),
         "## Targets (DESIGN §8)",
         "",
         "| what | target | measured | verdict |",
