@@ -54,7 +54,9 @@ def wait_for(url: str, timeout: float = 30) -> None:
 
 
 @contextmanager
-def uvicorn(app: str, port: int, env: dict[str, str], log: Path, *extra: str) -> Iterator[str]:
+def uvicorn(
+    app: str, port: int, env: dict[str, str], log: Path, *extra: str
+) -> Iterator[tuple[str, int]]:
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-access-log", *extra]
     with log.open("wb") as out:
@@ -66,7 +68,7 @@ def uvicorn(app: str, port: int, env: dict[str, str], log: Path, *extra: str) ->
             cwd=BENCH.parent,
         )
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -131,7 +133,19 @@ def nginx(upstream: str, workdir: Path) -> Iterator[str | None]:
         proc.wait(10)
 
 
-def wrk(url: str, path: str, connections: int, duration: int) -> dict[str, Any]:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (from /proc: robust to other load on the box)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def wrk(
+    url: str, path: str, connections: int, duration: int, pids: dict[str, int] | None = None
+) -> dict[str, Any]:
+    before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
     env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_PATH": path, "BENCH_METHOD": "GET"}
     command = [
         "wrk",
@@ -149,24 +163,28 @@ def wrk(url: str, path: str, connections: int, duration: int) -> dict[str, Any]:
     non_200 = {k: v for k, v in data["statuses"].items() if k != "200"}
     if non_200 or any(data["errors"].values()):
         raise RuntimeError(f"{url}{path}: errors {data['errors']} statuses {data['statuses']}")
-    return {
+    result: dict[str, Any] = {
         "rps": round(data["requests"] / (data["duration_us"] / 1e6), 1),
         "p50_ms": round(data["latency_us"]["percentiles"]["50"] / 1000, 3),
         "p99_ms": round(data["latency_us"]["percentiles"]["99"] / 1000, 3),
     }
+    for name, pid in (pids or {}).items():
+        used = cpu_seconds(pid) - before[name]
+        result[f"{name}_cpu_us_per_request"] = round(used / max(data["requests"], 1) * 1e6, 1)
+    return result
 
 
 @contextmanager
-def stub_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
+def stub_upstream(workdir: Path) -> Iterator[tuple[str, str, int]]:
     with uvicorn(
         "bench.gateway_stub:app", free_port(), {}, workdir / "stub.log", "--lifespan", "off"
-    ) as url:
+    ) as (url, pid):
         wait_for(url + "/products/1")
-        yield url, "/products/1"
+        yield url, "/products/1", pid
 
 
 @contextmanager
-def stack_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
+def stack_upstream(workdir: Path) -> Iterator[tuple[str, str, int]]:
     """A throwaway database, PgBouncer, users and catalog; one product created through the API."""
     from shop_common.keys import generate_private_key_pem
     from shop_dev.bootstrap import Cluster, drop_database
@@ -208,7 +226,9 @@ def stack_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
             headers={"Authorization": f"Bearer {token}"},
         )
         product.raise_for_status()
-        yield stack.url("catalog"), f"/products/{product.json()['id']}"
+        catalog = stack.processes["catalog"].process
+        assert catalog is not None
+        yield stack.url("catalog"), f"/products/{product.json()['id']}", catalog.pid
     finally:
         stack.stop_all()
         drop_database(cluster, config.database)
@@ -218,16 +238,17 @@ def stack_upstream(workdir: Path) -> Iterator[tuple[str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upstream", choices=("stack", "stub"), default="stack")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required (apt-get install wrk)")
 
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     upstream_cm = stack_upstream if args.upstream == "stack" else stub_upstream
-    with upstream_cm(workdir) as (direct, path):
+    with upstream_cm(workdir) as (direct, path, upstream_pid):
         gateway_env = {"ENVIRONMENT": "test", "CATALOG_URL": direct, "LOG_JSON": "true"}
         with (
             uvicorn(
@@ -237,9 +258,10 @@ def main() -> None:
                 workdir / "gateway.log",
                 "--factory",
                 "--no-proxy-headers",
-            ) as gateway,
+            ) as (gateway, gateway_pid),
             nginx(direct, workdir) as reference,
         ):
+            pids = {"gateway": gateway_pid, "upstream": upstream_pid}
             wait_for(gateway + "/health/live")
             targets = {"direct": direct, "gateway": gateway}
             if reference is not None:
@@ -251,7 +273,9 @@ def main() -> None:
                 wrk(url, path, args.connections, 2)
             for round_no in range(args.rounds):
                 for name, url in targets.items():
-                    runs[name]["throughput"].append(wrk(url, path, args.connections, args.duration))
+                    runs[name]["throughput"].append(
+                        wrk(url, path, args.connections, args.duration, pids)
+                    )
                     runs[name]["latency"].append(wrk(url, path, 1, max(3, args.duration // 2)))
                     print(f"round {round_no + 1} {name}: {runs[name]}", flush=True)
 
@@ -271,24 +295,39 @@ def main() -> None:
             "p50_added_ms": round(p50 - direct_p50, 3),
             "p50_ms_loaded": median(name, "throughput", "p50_ms"),
             "p99_ms_loaded": median(name, "throughput", "p99_ms"),
+            "upstream_cpu_us_per_request": median(
+                name, "throughput", "upstream_cpu_us_per_request"
+            ),
         }
+        if name == "gateway":
+            gateway_cpu = median(name, "throughput", "gateway_cpu_us_per_request")
+            upstream_cpu = median("direct", "throughput", "upstream_cpu_us_per_request")
+            summary[name]["gateway_cpu_us_per_request"] = gateway_cpu
+            # When CPU is what runs out, throughput scales with the CPU a request needs in total;
+            # unlike rps this barely moves with what else runs on the box.
+            summary[name]["cpu_bound_ratio_estimate"] = round(
+                upstream_cpu / (upstream_cpu + gateway_cpu), 3
+            )
     result = {
         "what": f"GET {path} ({args.upstream} upstream)",
         "machine": f"{os.cpu_count()} cores, loopback, wrk -t1",
         "connections": args.connections,
         "duration_seconds": args.duration,
         "rounds": args.rounds,
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "targets": {"gateway": ">= 0.85x throughput, <= 1 ms p50 added"},
         "summary": summary,
         "runs": runs,
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (1 conn)':>13} {'added':>7}")
+    print(f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (1 conn)':>13} {'added':>8} {'cpu/req':>9}")
     for name, row in summary.items():
+        cpu = row.get("gateway_cpu_us_per_request")
         print(
             f"{name:8} {row['rps']:9.1f} {row['throughput_ratio']:6.3f} "
-            f"{row['p50_ms_one_connection']:10.3f} ms {row['p50_added_ms']:+7.3f}"
+            f"{row['p50_ms_one_connection']:10.3f} ms {row['p50_added_ms']:+8.3f}"
+            + (f" {cpu:6.0f} us" if cpu is not None else "")
         )
     print(f"written to {RESULTS.relative_to(BENCH.parent)}")
     shutil.rmtree(workdir, ignore_errors=True)
