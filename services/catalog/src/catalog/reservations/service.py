@@ -48,8 +48,8 @@ def create_reservation(
     (in whatever status it is now), other items are a ReservationMismatch. A concurrent request
     with the same id waits on the primary key and then takes the idempotent path.
 
-    Product rows stay locked from their UPDATE to the commit, so only two statements follow the
-    first UPDATE (the other UPDATEs and one INSERT of the lines); the answer is built in memory."""
+    Product rows stay locked from their UPDATE to the commit, so after the first UPDATE come only
+    the other products' UPDATEs and one INSERT of the lines; the answer is built in memory."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     created = session.execute(
