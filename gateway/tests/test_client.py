@@ -1,0 +1,191 @@
+"""The upstream client against scripted raw-socket servers: the awkward answers real upstreams
+give now and then (EOF-delimited bodies, 100 Continue, dropped keep-alive connections)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from gateway.client import UpstreamPool, UpstreamTimeout, UpstreamUnreachable
+
+T = TypeVar("T")
+# (request number on this connection, reader, writer) -> None
+Script = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+class Upstream:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.open_now = 0
+        self.most_open = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            number = 0
+            while not writer.is_closing():
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                number += 1
+                await self.script(number, reader, writer)
+                await writer.drain()
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+
+def run(
+    script: Script, scenario: Callable[[UpstreamPool, Upstream], Awaitable[T]], **pool_args: float
+) -> T:
+    async def main() -> T:
+        upstream = Upstream(script)
+        server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        options = {
+            "connect_timeout": 1.0,
+            "read_timeout": 2.0,
+            "keepalive_seconds": 10.0,
+            "size": 10,
+        }
+        options.update(pool_args)
+        pool = UpstreamPool(
+            f"http://127.0.0.1:{port}",
+            connect_timeout=options["connect_timeout"],
+            read_timeout=options["read_timeout"],
+            keepalive_seconds=options["keepalive_seconds"],
+            size=int(options["size"]),
+        )
+        try:
+            return await scenario(pool, upstream)
+        finally:
+            pool.close()
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(main())
+
+
+async def fetch(
+    pool: UpstreamPool, method: str = "GET", body: bytes | None = None
+) -> tuple[int, bytes]:
+    response = await pool.request(method, b"/x", [], body)
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
+
+
+def test_body_delimited_by_closing_the_connection_is_read_to_the_end() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhello world")
+        await writer.drain()
+        writer.close()
+
+    assert run(script, lambda pool, _: fetch(pool)) == (200, b"hello world")
+
+
+def test_upstream_closing_mid_body_is_an_error() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
+        await writer.drain()
+        writer.close()
+
+    with pytest.raises(UpstreamUnreachable):
+        run(script, lambda pool, _: fetch(pool))
+
+
+def test_informational_answer_is_skipped() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+
+    assert run(script, lambda pool, _: fetch(pool)) == (200, b"ok")
+
+
+def test_chunked_answer_is_decoded() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+
+    assert run(script, lambda pool, _: fetch(pool)) == (200, b"abcde")
+
+
+async def _closes_on_second_request(
+    number: int, _: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    if number == 1:
+        writer.write(OK)  # keep-alive answer...
+    else:
+        writer.close()  # ...then the upstream drops the connection when it is reused
+
+
+def test_get_on_a_dropped_keepalive_connection_is_retried_once() -> None:
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> list[tuple[int, bytes]]:
+        return [await fetch(pool), await fetch(pool)]
+
+    assert run(_closes_on_second_request, scenario) == [(200, b"ok"), (200, b"ok")]
+
+
+def test_post_on_a_dropped_keepalive_connection_is_not_retried() -> None:
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> int:
+        await fetch(pool, "POST", b"{}")
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(pool, "POST", b"{}")
+        return upstream.connections
+
+    assert run(_closes_on_second_request, scenario) == 1
+
+
+def test_silent_upstream_times_out() -> None:
+    async def script(_: int, __: asyncio.StreamReader, ___: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    with pytest.raises(UpstreamTimeout):
+        run(script, lambda pool, _: fetch(pool), read_timeout=0.3)
+
+
+def test_refused_connection_is_unreachable() -> None:
+    async def scenario() -> None:
+        pool = UpstreamPool(
+            "http://127.0.0.1:1", connect_timeout=1, read_timeout=1, keepalive_seconds=1, size=1
+        )
+        await fetch(pool)
+
+    with pytest.raises(UpstreamUnreachable):
+        asyncio.run(scenario())
+
+
+def test_pool_size_bounds_the_connections_in_use() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.05)
+        writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[list[int], int]:
+        answers = await asyncio.gather(*(fetch(pool) for _ in range(12)))
+        return [status for status, _ in answers], upstream.most_open
+
+    statuses, most_open = run(script, scenario, size=2)
+
+    assert statuses == [200] * 12
+    assert most_open == 2
+
+
+def test_keepalive_connection_is_reused() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> int:
+        for _ in range(5):
+            await fetch(pool)
+        return upstream.connections
+
+    assert run(script, scenario) == 1
