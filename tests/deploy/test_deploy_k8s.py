@@ -1,10 +1,12 @@
-"""deploy/k8s, checked by parsing (kubeconform is not installable here and needs schemas from the
-network): known kinds and fields, probes, one migration Job per service, the ConfigMap/Secret split,
-and no secret value in the repository."""
+"""deploy/k8s: validated against Kubernetes' own JSON schemas (kubernetes-validate, strict), and
+checked by parsing for what a schema cannot say: probes on the health endpoints, one migration Job
+per service, the ConfigMap/Secret split, no secret value in the repository, names that match."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -381,3 +383,27 @@ def test_users_reads_its_signing_key_from_the_mounted_secret() -> None:
     assert pod["securityContext"]["fsGroup"] == 10001, (
         "the non-root user reads the key via its group"
     )
+
+
+KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0"  # PyPI: Kubernetes' JSON schemas, offline
+
+
+@pytest.mark.parametrize("kubernetes_version", ["1.29.0", "1.37.0"])
+def test_manifests_validate_against_the_kubernetes_schemas(kubernetes_version: str) -> None:
+    """The real schema check (kubeconform needs its schemas from the network; kubernetes-validate
+    ships them in its wheel), strict: an unknown field is an error."""
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        pytest.skip("uvx is not installed, so kubernetes-validate cannot be fetched")
+    command = [uvx, "--from", KUBERNETES_VALIDATE, "kubernetes-validate"]
+    if subprocess.run([*command, "--version"], capture_output=True, check=False).returncode:
+        pytest.skip(f"uvx could not fetch {KUBERNETES_VALIDATE}")
+    files = sorted(str(p) for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    result = subprocess.run(
+        [*command, "--strict", "--quiet", "-k", kubernetes_version, *files],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
