@@ -1,7 +1,9 @@
 """docker-compose.yml, checked without a Docker engine: services, healthchecks, dependency
 conditions, networks, the single published port, and no secret in the file itself.
 
-`docker compose config -q` (or v1 `docker-compose config -q`) also runs when installed."""
+The file is also validated against the compose specification's JSON schema (check-jsonschema,
+fetched by uvx), and `docker compose config -q` (or v1 `docker-compose config -q`) runs when
+installed."""
 
 from __future__ import annotations
 
@@ -330,6 +332,26 @@ class TestSecrets:
             if "PASSWORD" in k and not re.fullmatch(r"[A-Za-z0-9_.~-]+", v)
         }
         assert unsafe == {}
+
+
+CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"  # PyPI; ships the compose-spec JSON schema
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    uvx = shutil.which("uvx")
+    if uvx is None:
+        pytest.skip("uvx is not installed, so check-jsonschema cannot be fetched")
+    command = [uvx, "--from", CHECK_JSONSCHEMA, "check-jsonschema"]
+    if subprocess.run([*command, "--version"], capture_output=True, check=False).returncode:
+        pytest.skip(f"uvx could not fetch {CHECK_JSONSCHEMA}")
+    result = subprocess.run(
+        [*command, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _compose_cli() -> list[str] | None:
