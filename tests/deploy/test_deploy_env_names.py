@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -138,3 +139,32 @@ def test_shared_variables_have_the_same_names_in_compose_and_k8s() -> None:
     for package in PACKAGES:
         assert sorted(COMPOSE_ENV[package] - K8S_ENV[package]) == [], package
     assert COMPOSE_ENV["pgbouncer"] == K8S_ENV["pgbouncer"]
+
+
+def _env_example() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+def test_env_example_secrets_are_refused_in_production() -> None:
+    """Copying .env.example and only switching to production must not start a service."""
+    example = _env_example()
+    assert example["ENVIRONMENT"] == "dev"
+    cls = settings_class("users")
+    # model_validate: only these values, whatever this test process's own environment holds.
+    given: dict[str, Any] = {
+        "environment": "production",
+        "database_url": "postgresql+psycopg2://users_svc:x@pgbouncer:6432/shop",
+        "internal_api_token": example["INTERNAL_API_TOKEN"],
+        "first_superuser_username": example["FIRST_SUPERUSER_USERNAME"],
+        "first_superuser_email": example["FIRST_SUPERUSER_EMAIL"],
+        "first_superuser_password": example["FIRST_SUPERUSER_PASSWORD"],
+        "jwt_private_key_file": "/run/secrets/jwt_private_key",
+    }
+    with pytest.raises(ValueError, match="first_superuser_password, internal_api_token"):
+        cls.model_validate(given)
+    assert cls.model_validate(given | {"environment": "dev"}).model_dump()["environment"] == "dev"
