@@ -141,5 +141,14 @@ def orders_schema(stack: RunningStack) -> Any:
 
 
 @pytest.fixture(scope="session")
+def internal_schemas(stack: RunningStack) -> dict[str, Any]:
+    """The internal operations users and catalog publish in their own documents."""
+    return {
+        name: _load(stack.url(name)).include(path_regex=r"^/internal")
+        for name in ("users", "catalog")
+    }
+
+
+@pytest.fixture(scope="session")
 def gateway_schema(stack: RunningStack) -> Any:
     return _load(stack.url("gateway")).exclude(path_regex=GATEWAY_EXCLUDED)
