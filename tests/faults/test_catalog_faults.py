@@ -112,7 +112,7 @@ class TestOrdersDiesMidPlacement:
 
         assert response.status_code == 502, response.text  # the gateway lost its upstream
         assert response.headers["content-type"] == "application/problem+json"
-        assert catalog_proxy.statuses("POST", RESERVE) == [201]
+        assert catalog_proxy.statuses("POST", RESERVE)[0] == 201  # (a retry may follow it)
         assert stack.pid("orders") is None
         [stuck] = ledger.orders(buyer.id)
         assert (stuck["status"], stuck["reservation_status"]) == ("placing", "held")
@@ -147,7 +147,7 @@ class TestOrdersDiesMidPlacement:
         response = buyer.order([(first["id"], 1), (second["id"], 4)], key=key)
 
         assert response.status_code == 502, response.text
-        assert catalog_proxy.statuses("POST", COMMIT) == [200]
+        assert catalog_proxy.statuses("POST", COMMIT)[0] == 200
         [stuck] = ledger.orders(buyer.id)
         assert (stuck["status"], stuck["reservation_status"]) == ("placing", "committed")
 
