@@ -8,7 +8,7 @@ nginx is the reference line (`apt-get install nginx-light`); without it that lin
 Two measurements per target, in alternating rounds so drift hits every target alike:
 - throughput: wrk -c CONNECTIONS for DURATION seconds; ratio = target rps / direct rps;
 - added latency: wrk -c 1 (one request at a time), p50 of the target minus p50 direct.
-Writes bench/results/gateway.json."""
+Writes bench/results/gateway.json (gateway_stub.json with --upstream stub)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ from typing import Any
 import httpx
 
 BENCH = Path(__file__).parent
-RESULTS = BENCH / "results" / "gateway.json"
+RESULTS = {
+    "stack": BENCH / "results" / "gateway.json",
+    "stub": BENCH / "results" / "gateway_stub.json",
+}
 WRK_DIR = BENCH / "wrk"
 
 
@@ -319,8 +322,9 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    output = RESULTS[args.upstream]
+    output.parent.mkdir(exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (1 conn)':>13} {'added':>8} {'cpu/req':>9}")
     for name, row in summary.items():
         cpu = row.get("gateway_cpu_us_per_request")
@@ -329,7 +333,7 @@ def main() -> None:
             f"{row['p50_ms_one_connection']:10.3f} ms {row['p50_added_ms']:+8.3f}"
             + (f" {cpu:6.0f} us" if cpu is not None else "")
         )
-    print(f"written to {RESULTS.relative_to(BENCH.parent)}")
+    print(f"written to {output.relative_to(BENCH.parent)}")
     shutil.rmtree(workdir, ignore_errors=True)
 
 

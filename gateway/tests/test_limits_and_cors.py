@@ -36,6 +36,19 @@ def test_login_is_rate_limited_per_ip_with_retry_after(limited_gateway: Process)
     assert refused.json()["retry_after"] == int(refused.headers["retry-after"])
 
 
+def test_encoded_login_path_counts_towards_the_same_limit(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(login_rate_limit="1")
+    form = {"username": "u", "password": "p"}
+
+    first = httpx.post(gateway.url + "/auth/token", data=form)
+    encoded = httpx.post(gateway.url + "/auth/%74oken", data=form)
+    doubled = httpx.post(gateway.url + "//auth//token/", data=form)
+
+    assert first.status_code == 200
+    assert encoded.status_code == 429
+    assert doubled.status_code == 429
+
+
 def test_other_routes_are_not_limited_by_the_login_limit(limited_gateway: Process) -> None:
     for _ in range(4):
         _login(limited_gateway.url)

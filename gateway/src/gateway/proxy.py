@@ -10,7 +10,9 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
+from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.client import Headers, UpstreamError, UpstreamPool, UpstreamTimeout
@@ -72,7 +74,7 @@ def make_pool(settings: GatewaySettings, base_url: str) -> UpstreamPool:
     )
 
 
-def _problem(status: int, title: str, path: str, **extra: Any) -> Any:
+def _problem(status: int, title: str, path: str, **extra: Any) -> JSONResponse:
     return problem_response(status, title, instance=path, **extra)
 
 
@@ -202,7 +204,8 @@ class Proxy:
             headers.append((b"x-forwarded-host", host))
         headers.append((b"x-request-id", request_id.encode()))
 
-        if method == "POST" and target.path in LOGIN_PATHS:
+        # Compared decoded: `/auth/%74oken` is the same login to the upstream.
+        if method == "POST" and target.prefix == "auth" and unquote(target.path) in LOGIN_PATHS:
             retry_after = await self.limiter.hit(client_ip.decode("latin-1"))
             if retry_after is not None:
                 await _problem(
