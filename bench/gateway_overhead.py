@@ -283,7 +283,7 @@ def main() -> None:
                     print(f"round {round_no + 1} {name}: {runs[name]}", flush=True)
 
     def median(name: str, kind: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[name][kind])
+        return float(statistics.median(r[key] for r in runs[name][kind]))
 
     direct_rps = median("direct", "throughput", "rps")
     direct_p50 = median("direct", "latency", "p50_ms")
