@@ -76,7 +76,7 @@ class TestSlowCatalog:
         """The request itself is slow to reach catalog: orders times out, releases (nothing to
         release yet) and answers 503; then the late reservation lands in catalog."""
         product = make_product(stock=5)
-        catalog_proxy.add_rule("POST", RESERVE, delay_before_forward=3.0)
+        catalog_proxy.add_rule("POST", RESERVE, delay_before_forward=5.0)
 
         started = time.monotonic()
         response = buyer.order([(product["id"], 2)], key=_key())
