@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from shop_dev.testing import RunningStack, ShopDatabase
+from shop_dev.testing import RunningStack, ShopDatabase, TestKeys
 
 pytestmark = pytest.mark.stack
 
@@ -134,7 +134,7 @@ WRONG_TOKENS: list[dict[str, str]] = [
 
 @pytest.mark.parametrize("service", ["users", "catalog", "orders"])
 def test_every_internal_endpoint_needs_the_service_token(
-    stack: RunningStack, shop_db: ShopDatabase, jwt_keys: Any, service: str
+    stack: RunningStack, shop_db: ShopDatabase, jwt_keys: TestKeys, service: str
 ) -> None:
     routes = _internal_routes(_settings_and_app(service, shop_db))
     assert routes, f"{service} has no internal endpoint?"

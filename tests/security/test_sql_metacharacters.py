@@ -154,7 +154,7 @@ def test_sku_with_metacharacters_is_refused(stack: RunningStack, admin: Account,
 
 
 @pytest.fixture(scope="module")
-def meta_user(stack: RunningStack, jwt_keys: Any) -> dict[str, Any]:
+def meta_user(stack: RunningStack) -> dict[str, Any]:
     full_name = f"Meta {_marker()} ' OR 1=1 -- % _ \\ \" /* a%"
     username = f"meta_{uuid.uuid4().hex[:10]}"
     response = httpx.post(
