@@ -22,7 +22,7 @@ from shop_dev.stack import free_port
 from shop_dev.testing import RunningStack
 
 if TYPE_CHECKING:
-    from conftest import Buyer, Ledger, ProductFactory, Recovery
+    from faults.conftest import Buyer, Ledger, ProductFactory, Recovery
 
 pytestmark = pytest.mark.stack
 

@@ -14,7 +14,7 @@ import pytest
 from shop_dev.testing import RunningStack
 
 if TYPE_CHECKING:
-    from conftest import Buyer, Ledger, ProductFactory, Recovery
+    from faults.conftest import Buyer, Ledger, ProductFactory, Recovery
 
 pytestmark = pytest.mark.stack
 

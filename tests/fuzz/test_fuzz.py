@@ -26,7 +26,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance
 from shop_dev.testing import RunningStack
 
 if TYPE_CHECKING:
-    from conftest import Actors, Findings
+    from fuzz.conftest import Actors, Findings
 
 pytestmark = pytest.mark.stack
 

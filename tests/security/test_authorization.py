@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from shop_dev.testing import RunningStack
 
 if TYPE_CHECKING:
-    from conftest import Account, AccountFactory, ProductFactory
+    from security.conftest import Account, AccountFactory, ProductFactory
 
 pytestmark = pytest.mark.stack
 

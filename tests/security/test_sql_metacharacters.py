@@ -15,7 +15,7 @@ import pytest
 from shop_dev.testing import RunningStack
 
 if TYPE_CHECKING:
-    from conftest import Account, AccountFactory, ProductFactory
+    from security.conftest import Account, AccountFactory, ProductFactory
 
 pytestmark = pytest.mark.stack
 

@@ -21,7 +21,7 @@ from shop_common.keys import generate_private_key_pem, load_private_key
 from shop_dev.testing import RunningStack, TestKeys
 
 if TYPE_CHECKING:
-    from conftest import Account
+    from security.conftest import Account
 
 pytestmark = pytest.mark.stack
 
