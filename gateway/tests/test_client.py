@@ -189,3 +189,23 @@ def test_keepalive_connection_is_reused() -> None:
         return upstream.connections
 
     assert run(script, scenario) == 1
+
+
+def test_answer_to_head_announces_a_length_but_has_no_body() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n")
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[int, bytes]:
+        return await fetch(pool, "HEAD")
+
+    assert run(script, scenario, read_timeout=1.0) == (200, b"")
+
+
+def test_small_body_arriving_after_the_head_is_awaited() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"later")
+
+    assert run(script, lambda pool, _: fetch(pool)) == (200, b"later")

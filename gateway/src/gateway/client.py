@@ -21,6 +21,9 @@ import httptools
 Headers = list[tuple[bytes, bytes]]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _HIGH_WATER = 256 * 1024  # pause reading the upstream when this much body waits for the client
+# A body announced at most this long is awaited with the head: one task wake-up instead of two
+# (uvicorn writes the head and the body of an answer separately).
+SMALL_BODY_BYTES = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -46,6 +49,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self.idle_since = 0.0
+        self.head_only = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._reset()
@@ -54,6 +58,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: Headers = []
         self.head_done = False
+        self.small_body = False
         self.complete = False
         self.got_bytes = False
         self.keep_alive = False
@@ -110,7 +115,10 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
-        self._wake()
+        # (an answer to HEAD announces a length it never sends)
+        self.small_body = not self.head_only and self._announced_length() <= SMALL_BODY_BYTES
+        if not self.small_body:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -118,7 +126,8 @@ class _Connection(asyncio.Protocol):
         if self.buffered > _HIGH_WATER and not self._reading_paused and self.transport:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        if not self.small_body:
+            self._wake()
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -128,6 +137,16 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---- helpers
+    def _announced_length(self) -> float:
+        for name, value in self.headers:
+            if name.lower() == b"content-length" and value.isdigit():
+                return int(value)
+        return float("inf")
+
+    def ready(self) -> bool:
+        """The head is in, and so is the whole body when it is small."""
+        return self.head_done and (self.complete or not self.small_body)
+
     def _eof_delimited(self) -> bool:
         names = {name.lower() for name, _ in self.headers}
         return b"content-length" not in names and b"transfer-encoding" not in names
@@ -177,8 +196,9 @@ class _Connection(asyncio.Protocol):
             self._drain = self.loop.create_future()
             await self._drain
 
-    def begin(self) -> None:
+    def begin(self, method: str) -> None:
         self._reset()
+        self.head_only = method == "HEAD"
 
     def close(self) -> None:
         self.closed = True
@@ -324,10 +344,10 @@ class UpstreamPool:
             for attempt in (1, 2):
                 if conn is None:
                     conn = await self._connect()
-                conn.begin()
+                conn.begin(method)
                 try:
                     await self._send(conn, preamble, body, chunked=content_length is None)
-                    while not conn.head_done:
+                    while not conn.ready():
                         await conn.wait(timeout)
                 except _ReusedConnectionClosed:
                     conn.close()
