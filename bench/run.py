@@ -21,15 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shopbench import cpu, pyspy, report, scenarios
+from shopbench import pyspy, report, scenarios
 from shopbench.environment import bench_environment
+from shopbench.runner import SERVICES, Runner, scenario_json
 from shopbench.seed import seed
-from shopbench.wrk import WrkMissing, find_wrk, run_wrk, wrk_version
+from shopbench.wrk import WrkMissing, find_wrk, wrk_version
 
 from shop_dev.pgbouncer import find_pgbouncer
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVICES = ("gateway", "users", "catalog", "orders")
 
 
 def _say(message: str) -> None:
@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per scenario, ~1 min")
     parser.add_argument("--duration", type=float, help="seconds measured per scenario (15)")
     parser.add_argument("--warmup", type=float, help="seconds of unmeasured load before each (2)")
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds for the compared scenarios (3; quick: 1)"
+    )
     parser.add_argument("--connections", type=int, help="override every scenario's connections")
     parser.add_argument("--scarce-stock", type=int, help="units in the contention scenario (200)")
     parser.add_argument("--pool-size", type=int, default=5, help="QueuePool size compared (5)")
@@ -78,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.extra_env.setdefault(process, {})[name] = value
     args.duration = args.duration or (3.0 if args.quick else 15.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.scarce_stock = args.scarce_stock or (50 if args.quick else 200)
     if not 1 <= args.duration <= 120:
         parser.error("--duration must be between 1 and 120 seconds")
@@ -122,46 +126,25 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             _say(f"unknown scenario keys {sorted(unknown)}; known: {[s.key for s in plan]}")
             return 2
-        results: dict[str, Any] = {}
-        profiles: dict[str, Any] = {}
-        contention: dict[str, Any] | None = None
-        for scenario in plan:
-            if wanted is not None and scenario.key not in wanted:
-                continue
-            duration = scenario.duration(args.duration)
-            if scenario.warmup and args.warmup > 0:
-                run_wrk(wrk, scenario.load, duration=args.warmup, connections=scenario.connections)
-            load_before = _loadavg()
-            pids = env.pids()
-            recording = None
-            if scenario.key in profiled:
-                services = {n: p for n, p in pids.items() if n in SERVICES}
-                recording = pyspy.record(
-                    services, duration, args.output / "profiles", scenario.key, args.profile_gil
-                )
-            cpu_before = cpu.snapshot(pids, config.database)
-            result = run_wrk(
-                wrk, scenario.load, duration=duration, connections=scenario.connections
-            )
-            cpu_after = cpu.snapshot(pids, config.database)
-            if recording is not None:
-                profiles[scenario.key] = pyspy.finish(recording)
-            results[scenario.key] = {
-                "title": scenario.title,
-                "path": scenario.load.path,
-                "method": scenario.load.method,
-                "via": scenario.process,
-                "connections": scenario.connections,
-                **result.to_json(),
-                "cpu_ms_per_request": cpu.per_request_ms(cpu_before, cpu_after, result.requests),
-                "loadavg_before": load_before,
-            }
-            if scenario.key == "order_contention":
-                contention = scenarios.contention_check(env, data, result)
-            lat = result.latency_ms
-            _say(
-                f"{scenario.key:<22} {result.success_rps:8.1f} ok/s  p50 {lat['p50']:7.2f}  "
-                f"p95 {lat['p95']:7.2f}  p99 {lat['p99']:7.2f} ms  {dict(sorted(result.statuses.items()))}"
+        selected = [s for s in plan if wanted is None or s.key in wanted]
+        runner = Runner(
+            wrk,
+            env,
+            duration=args.duration,
+            warmup=args.warmup,
+            rounds=args.rounds,
+            profiled=profiled,
+            profile_gil=args.profile_gil,
+            profile_dir=args.output / "profiles",
+            say=_say,
+        )
+        measured = runner.run(selected)
+        results = {key: scenario_json(m) for key, m in measured.items()}
+        profiles = {key: m.profile for key, m in measured.items() if m.profile is not None}
+        contention = None
+        if "order_contention" in measured:
+            contention = scenarios.contention_check(
+                env, data, measured["order_contention"].merged()
             )
     compared = report.comparisons(results)
     document: dict[str, Any] = {
@@ -176,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
             "wrk": wrk_version(wrk),
             "wrk_threads": 1,
+            "rounds": args.rounds,
             "queuepool_size": args.pool_size,
             "extra_env": args.extra_env,
             "pool_all": args.pool_all,

@@ -7,6 +7,7 @@ or the PostgreSQL backends serving the bench database."""
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -41,22 +42,43 @@ def _postgres_backends(database: str) -> dict[int, float]:
 Snapshot = tuple[dict[str, float], dict[int, float]]
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
+def children_seconds() -> float:
+    """CPU seconds of this process's finished children (the wrk runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def snapshot(pids: Mapping[str, int], database: str) -> Snapshot:
     own = {name: s for name, pid in pids.items() if (s := _cpu_seconds(pid)) is not None}
     return own, _postgres_backends(database)
 
 
-def per_request_ms(before: Snapshot, after: Snapshot, requests: int) -> dict[str, float]:
-    """CPU ms per request by process (only those that did measurable work), and the total."""
-    if requests <= 0:
-        return {}
-    out: dict[str, float] = {}
-    for name, seconds in after[0].items():
-        delta = seconds - before[0].get(name, seconds)
-        if delta > 0:
-            out[name] = round(delta * 1000 / requests, 3)
+def delta(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """CPU seconds used between two snapshots, by process; backends summed as `postgres`."""
+    out = {
+        name: seconds - before[0][name]
+        for name, seconds in after[0].items()
+        if name in before[0] and seconds > before[0][name]
+    }
     backends = sum(s - before[1].get(pid, 0.0) for pid, s in after[1].items())
     if backends > 0:
-        out["postgres"] = round(backends * 1000 / requests, 3)
+        out["postgres"] = backends
+    return out
+
+
+def per_request_ms(seconds: Mapping[str, float], requests: int) -> dict[str, float]:
+    """CPU ms per request by process (those that did measurable work), and the total."""
+    if requests <= 0:
+        return {}
+    out = {name: round(s * 1000 / requests, 3) for name, s in seconds.items() if s > 0}
     out["total"] = round(sum(out.values()), 3)
     return out

@@ -156,10 +156,13 @@ def markdown(report: dict[str, Any]) -> str:
         "## Scenarios",
         "",
         "Throughput counts 2xx answers only (for the contention run: 201 and 409 both count as "
-        "answered; see its line). Latencies are wrk's, over every answer, in milliseconds.",
+        "answered; see its line). Latencies are wrk's, over every answer, in milliseconds. "
+        "*Other load*: CPU cores that processes outside the benchmark (other work on this shared "
+        "machine) used during the run; the machine has "
+        f"{meta['cpus']} cores in all.",
         "",
-        "| scenario | connections | req/s | p50 | p95 | p99 | max | answers |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| scenario | connections | req/s | p50 | p95 | p99 | max | answers | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for key, r in report["scenarios"].items():
         lat = r["latency_ms"]
@@ -170,7 +173,8 @@ def markdown(report: dict[str, Any]) -> str:
             answers += f", {errors} socket errors"
         out.append(
             f"| {r['title']} | {r['connections']} | {rps:,.0f} | {lat['p50']:.1f} | "
-            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} | {answers} |"
+            f"{lat['p95']:.1f} | {lat['p99']:.1f} | {lat['max']:.1f} | {answers} | "
+            f"{r.get('other_load_cores', 0):.2f} |"
         )
     columns = (
         "gateway",

@@ -27,6 +27,7 @@ class Scenario:
     warmup: bool = True  # False where a warm-up would change what is measured (scarce stock)
     time_bound: float | None = None  # for a scenario bounded by answers: its safety time limit
     scale: float = 1.0  # share of the per-scenario duration
+    group: str | None = None  # scenarios of one group run in interleaved rounds
 
     def duration(self, default: float) -> float:
         if self.load.max_responses and self.time_bound:
@@ -65,6 +66,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             "catalog",
             Load(env.url("catalog"), product, ids=ids),
             conns(16),
+            group="product",
         ),
         Scenario(
             "product_gateway",
@@ -72,6 +74,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             "gateway",
             Load(env.url("gateway"), product, ids=ids),
             conns(16),
+            group="product",
         ),
         Scenario(
             "product_queuepool",
@@ -79,6 +82,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             "catalog_queuepool",
             Load(env.url("catalog_queuepool"), product, ids=ids),
             conns(16),
+            group="product",
         ),
         # One request at a time: latency without queueing, for "p50 added by the gateway".
         Scenario(
@@ -88,6 +92,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             Load(env.url("catalog"), product, ids=ids),
             1,
             scale=0.5,
+            group="serial",
         ),
         Scenario(
             "product_gateway_serial",
@@ -96,6 +101,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             Load(env.url("gateway"), product, ids=ids),
             1,
             scale=0.5,
+            group="serial",
         ),
         Scenario(
             "product_list_gateway",

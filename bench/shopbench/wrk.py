@@ -95,7 +95,9 @@ def parse(stdout: str) -> WrkResult:
     errors = data["errors"]
     return WrkResult(
         requests=int(data["requests"]),
-        duration_s=data["duration_us"] / 1e6,
+        # active_us: first request to the last counted answer when BENCH_MAX_RESPONSES stopped
+        # the thread (wrk itself keeps sleeping until --duration is over)
+        duration_s=(data.get("active_us") or data["duration_us"]) / 1e6,
         statuses={int(k): int(v) for k, v in data["statuses"].items()},
         socket_errors={k: int(errors[k]) for k in ("connect", "read", "write", "timeout")},
         latency_ms=latency,

@@ -1,6 +1,18 @@
 -- Shared by the scenario scripts: count responses per HTTP status in each thread, and print
 -- one JSON line (prefixed "BENCH_JSON ") with throughput inputs and latency percentiles.
 
+local ffi = require("ffi") -- wrk embeds LuaJIT
+pcall(ffi.cdef, [[
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clk_id, bench_timespec *tp);
+]])
+
+local function now_us()
+  local ts = ffi.new("bench_timespec")
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000000 + tonumber(ts.tv_nsec) / 1000
+end
+
 local threads = {}
 local thread_count = 0
 
@@ -15,12 +27,22 @@ statuses = {}
 -- thread), which bounds a scenario by requests instead of only by time.
 local max_responses = tonumber(os.getenv("BENCH_MAX_RESPONSES") or "")
 local received = 0
+started_us = nil
+stopped_us = nil -- wrk keeps sleeping for --duration after a thread stops: time it ourselves
 
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
   received = received + 1
   if max_responses and received >= max_responses then
+    stopped_us = now_us()
     wrk.thread:stop()
+  end
+end
+
+-- request.lua calls this for every request: the first one starts the thread's clock
+function bench_mark_start()
+  if not started_us then
+    started_us = now_us()
   end
 end
 
@@ -34,10 +56,15 @@ end
 
 function done(summary, latency, requests)
   local counts = {}
+  local active_us = 0
   for _, thread in ipairs(threads) do
     local per_thread = thread:get("statuses") or {}
     for status, n in pairs(per_thread) do
       counts[status] = (counts[status] or 0) + n
+    end
+    local started, stopped = thread:get("started_us"), thread:get("stopped_us")
+    if started and stopped and stopped - started > active_us then
+      active_us = stopped - started
     end
   end
   local percentiles = {}
@@ -48,6 +75,7 @@ function done(summary, latency, requests)
   io.write("BENCH_JSON ", "{",
     string.format('"requests":%d,', summary.requests),
     string.format('"duration_us":%d,', summary.duration),
+    string.format('"active_us":%d,', active_us), -- 0 unless stopped by BENCH_MAX_RESPONSES
     string.format('"bytes":%d,', summary.bytes),
     string.format('"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},',
       e.connect, e.read, e.write, e.status, e.timeout),

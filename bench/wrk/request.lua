@@ -34,6 +34,7 @@ function init(args)
 end
 
 function request()
+  bench_mark_start()
   local id = ""
   if #ids > 0 then
     position = position % #ids + 1
