@@ -2,7 +2,7 @@
 write bench/results/latest.json, latest.md and latency.png (targets: DESIGN §8).
 
     uv run python bench/run.py                 # full run, about 3-4 minutes
-    uv run python bench/run.py --quick         # ~1 minute smoke run
+    uv run python bench/run.py --quick         # 1-1.5 minute smoke run
     uv run python bench/run.py --duration 30 --only product_direct,product_gateway
     uv run --with py-spy python bench/run.py --profile order_gateway
 

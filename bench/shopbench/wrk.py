@@ -30,7 +30,8 @@ def find_wrk() -> str:
 
 def wrk_version(binary: str) -> str:
     completed = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
-    return (completed.stdout or completed.stderr).splitlines()[0].strip()
+    first = (completed.stdout or completed.stderr).splitlines()[0]
+    return first.split(" Copyright")[0].strip()
 
 
 @dataclass(frozen=True)
