@@ -13,6 +13,7 @@ Writes bench/results/gateway.json (gateway_stub.json with --upstream stub)."""
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -177,6 +179,45 @@ def wrk(
     return result
 
 
+def paired_latency(targets: dict[str, str], path: str, n: int) -> dict[str, dict[str, float]]:
+    """One request at a time, to each target in turn (order rotated), on kept-alive connections.
+    Pairing makes the load of the moment hit every target alike, which separate wrk runs do not
+    on a shared box. Returns the p50 per target and the median of per-turn differences."""
+    connections = {
+        name: http.client.HTTPConnection(
+            urlsplit(url).hostname or "", urlsplit(url).port, timeout=10
+        )
+        for name, url in targets.items()
+    }
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    names = list(targets)
+    try:
+        for i in range(n):
+            turn = names[i % len(names) :] + names[: i % len(names)]
+            for name in turn:
+                conn = connections[name]
+                start = time.perf_counter()
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                samples[name].append((time.perf_counter() - start) * 1000)
+                if response.status != 200:
+                    raise RuntimeError(f"{name}{path}: {response.status}")
+    finally:
+        for conn in connections.values():
+            conn.close()
+    direct = samples["direct"]
+    return {
+        name: {
+            "p50_ms": round(statistics.median(values), 3),
+            "p50_added_ms": round(
+                statistics.median(v - d for v, d in zip(values, direct, strict=True)), 3
+            ),
+        }
+        for name, values in samples.items()
+    }
+
+
 @contextmanager
 def stub_upstream(workdir: Path) -> Iterator[tuple[str, str, int]]:
     with uvicorn(
@@ -244,6 +285,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--paired", type=int, default=1000, help="requests per target, paired")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is required (apt-get install wrk)")
@@ -281,6 +323,8 @@ def main() -> None:
                     )
                     runs[name]["latency"].append(wrk(url, path, 1, max(3, args.duration // 2)))
                     print(f"round {round_no + 1} {name}: {runs[name]}", flush=True)
+            paired = paired_latency(targets, path, args.paired)
+            print(f"paired latency: {paired}", flush=True)
 
     def median(name: str, kind: str, key: str) -> float:
         return float(statistics.median(r[key] for r in runs[name][kind]))
@@ -301,6 +345,8 @@ def main() -> None:
             "upstream_cpu_us_per_request": median(
                 name, "throughput", "upstream_cpu_us_per_request"
             ),
+            "paired_p50_ms": paired[name]["p50_ms"],
+            "paired_p50_added_ms": paired[name]["p50_added_ms"],
         }
         if name == "gateway":
             gateway_cpu = median(name, "throughput", "gateway_cpu_us_per_request")
@@ -325,12 +371,16 @@ def main() -> None:
     output = RESULTS[args.upstream]
     output.parent.mkdir(exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (1 conn)':>13} {'added':>8} {'cpu/req':>9}")
+    print(
+        f"\n{'':8} {'rps':>9} {'ratio':>6} {'p50 (wrk -c1)':>14} {'added':>8}"
+        f" {'p50 paired':>11} {'added':>8} {'cpu/req':>9}"
+    )
     for name, row in summary.items():
         cpu = row.get("gateway_cpu_us_per_request")
         print(
             f"{name:8} {row['rps']:9.1f} {row['throughput_ratio']:6.3f} "
-            f"{row['p50_ms_one_connection']:10.3f} ms {row['p50_added_ms']:+8.3f}"
+            f"{row['p50_ms_one_connection']:11.3f} ms {row['p50_added_ms']:+8.3f}"
+            f" {row['paired_p50_ms']:8.3f} ms {row['paired_p50_added_ms']:+8.3f}"
             + (f" {cpu:6.0f} us" if cpu is not None else "")
         )
     print(f"written to {output.relative_to(BENCH.parent)}")
