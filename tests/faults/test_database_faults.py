@@ -32,6 +32,7 @@ SERVICES = ("users", "catalog", "orders", "gateway")
 FAIL_FAST_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5.0
 SLACK_SECONDS = 2.0
+SCARCE_STOCK = 5
 
 
 @dataclass(frozen=True)
@@ -48,23 +49,27 @@ class Outcome:
 
 
 class Traffic:
-    """Threads placing orders and reading a product through the gateway until stopped."""
+    """Threads placing orders (of a plentiful product, and racing for a scarce one) and reading a
+    product through the gateway until stopped."""
 
-    def __init__(self, stack: RunningStack, buyer: Buyer, product_id: int) -> None:
+    def __init__(self, stack: RunningStack, buyer: Buyer, product_id: int, scarce_id: int) -> None:
         self.gateway = stack.url("gateway")
         self.buyer = buyer
         self.product_id = product_id
+        self.scarce_id = scarce_id
         self.outcomes: list[Outcome] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(kind,), daemon=True)
-            for kind in ("order", "order", "read", "read")
+            for kind in ("order", "order", "scarce", "scarce", "read", "read")
         ]
 
     def _call(self, kind: str, client: httpx.Client) -> httpx.Response:
         if kind == "order":
             return self.buyer.order([(self.product_id, 1)], client=client)
+        if kind == "scarce":
+            return self.buyer.order([(self.scarce_id, 1)], client=client)
         return client.get(f"/products/{self.product_id}")
 
     def _run(self, kind: str) -> None:
@@ -110,21 +115,23 @@ class Traffic:
 def _both_kinds_succeed_after(moment: float) -> Callable[[list[Outcome]], bool]:
     def check(outcomes: list[Outcome]) -> bool:
         kinds = {o.kind for o in outcomes if o.started > moment and o.ok}
-        return kinds == {"order", "read"}
+        return {"order", "read"} <= kinds
 
     return check
 
 
 def _both_kinds_answered_after(moment: float) -> Callable[[list[Outcome]], bool]:
     def check(outcomes: list[Outcome]) -> bool:
-        return {o.kind for o in outcomes if o.started > moment} == {"order", "read"}
+        return {"order", "scarce", "read"} <= {o.kind for o in outcomes if o.started > moment}
 
     return check
 
 
 def _assert_failed_fast_with_problems(outcomes: list[Outcome]) -> None:
-    statuses = {o.status for o in outcomes}
+    statuses = {o.status for o in outcomes if o.kind != "scarce"}
     assert statuses <= {200, 201, 503}, sorted(statuses)
+    scarce = {o.status for o in outcomes if o.kind == "scarce"}
+    assert scarce <= {201, 409, 503}, sorted(scarce)  # 409: sold out
     failures = [o for o in outcomes if not o.ok]
     assert {o.content_type for o in failures} <= {"application/problem+json"}
     slowest = max(o.ended - o.started for o in outcomes)
@@ -139,9 +146,10 @@ def test_pgbouncer_restart_under_load_fails_fast_and_recovers_without_restarts(
     recovery: Recovery,
 ) -> None:
     product = make_product(stock=100_000, price="1.00")
+    scarce = make_product(stock=SCARCE_STOCK, price="9.00")
     pids = {name: stack.pid(name) for name in SERVICES}
 
-    with Traffic(stack, buyer, product["id"]) as traffic:
+    with Traffic(stack, buyer, product["id"], scarce["id"]) as traffic:
         assert traffic.wait_for(_both_kinds_succeed_after(0), timeout=20)
         stack.pgbouncer.stop()
         outage_started = time.monotonic()
@@ -160,11 +168,13 @@ def test_pgbouncer_restart_under_load_fails_fast_and_recovers_without_restarts(
     assert during, "no request was made during the outage"
     assert {o.status for o in during} == {503}
     _assert_failed_fast_with_problems(outcomes)
-    settled = [o for o in outcomes if o.started > back + 2.0]
+    settled = [o for o in outcomes if o.started > back + 2.0 and o.kind != "scarce"]
     assert all(o.ok for o in settled), sorted({o.status for o in settled})
     assert {name: stack.pid(name) for name in SERVICES} == pids
     recovery.run()
-    ledger.assert_invariant({product["id"]: 100_000}, [buyer.id])
+    view = ledger.assert_invariant({product["id"]: 100_000, scarce["id"]: SCARCE_STOCK}, [buyer.id])
+    assert view[scarce["id"]] == {"available": 0, "held": 0, "committed": SCARCE_STOCK}
+    assert any(o.kind == "scarce" and o.status == 409 for o in outcomes)  # raced past sold out
 
 
 def _refusing_bouncer(stack: RunningStack) -> PgBouncer:
