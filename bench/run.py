@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wanted = set(args.only.split(",")) if args.only else None
     profiled = {key for key in args.profile.split(",") if key}
+    unknown = (wanted or set()) - set(scenarios.KEYS) | profiled - set(scenarios.KEYS)
+    if unknown:
+        print(f"unknown scenario keys {sorted(unknown)}; known: {', '.join(scenarios.KEYS)}")
+        return 2
     if profiled:
         pyspy.find_py_spy()
     started = time.monotonic()
@@ -122,10 +126,6 @@ def main(argv: list[str] | None = None) -> int:
             args.scarce_stock,
         )
         plan = scenarios.build(env, data, args.connections)
-        unknown = (wanted or set()) - {s.key for s in plan} | profiled - {s.key for s in plan}
-        if unknown:
-            _say(f"unknown scenario keys {sorted(unknown)}; known: {[s.key for s in plan]}")
-            return 2
         selected = [s for s in plan if wanted is None or s.key in wanted]
         runner = Runner(
             wrk,

@@ -13,6 +13,20 @@ from shopbench.environment import BenchEnvironment
 from shopbench.seed import SeedData
 from shopbench.wrk import Load, WrkResult
 
+# Every scenario key, in run order (checked against build() when the plan is made).
+KEYS = (
+    "live_direct",
+    "product_direct",
+    "product_gateway",
+    "product_queuepool",
+    "product_direct_serial",
+    "product_gateway_serial",
+    "product_list_gateway",
+    "users_me_gateway",
+    "order_gateway",
+    "order_contention",
+    "auth_token_gateway",
+)
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
@@ -50,7 +64,7 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
     )
     order_body = '{"items": [{"product_id": {id}, "quantity": 1}]}'  # request.lua fills {id}
     login_body = urlencode({"username": seed.username, "password": seed.password})
-    return [
+    plan = [
         # The floor: FastAPI + middleware + access log, no database, no auth.
         Scenario(
             "live_direct",
@@ -161,6 +175,8 @@ def build(env: BenchEnvironment, seed: SeedData, connections: int | None) -> lis
             conns(8),
         ),
     ]
+    assert tuple(s.key for s in plan) == KEYS
+    return plan
 
 
 def contention_check(env: BenchEnvironment, seed: SeedData, result: WrkResult) -> dict[str, Any]:
