@@ -48,6 +48,8 @@ class ServiceProcess:
             "--no-access-log",
             "--timeout-graceful-shutdown",
             "5",
+            # The gateway sets X-Forwarded-For itself; uvicorn must not believe a client's copy.
+            *(["--no-proxy-headers"] if self.name == "gateway" else []),
         ]
 
     def start(self, extra_env: Mapping[str, str] | None = None) -> None:
