@@ -128,6 +128,40 @@ def test_stuck_order_whose_reservation_was_released_is_failed(
     stock.assert_consistent({product["id"]: 5}, [buyer.id])
 
 
+def test_stuck_order_whose_reservation_expired_unswept_is_failed(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    """catalog still shows the reservation `held` but past its expiry, so `/commit` answers 409:
+    the order is given up (released, `failed`) instead of being retried forever."""
+    product = make_product(stock=6)
+    rid = _reserve(catalog_internal, [(product["id"], 4)])
+    with admin_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE catalog.reservations SET expires_at = now() - interval '1 second'"
+                " WHERE id = :r"
+            ),
+            {"r": rid},
+        )
+    order_id = _stuck_order(admin_engine, buyer.id, rid)
+
+    _recover(orders_app_client, shop_db)
+
+    assert buyer.get(f"/orders/{order_id}").json()["status"] == "failed"
+    view = stock.assert_consistent({product["id"]: 6}, [buyer.id])
+    assert view[product["id"]] == {"available": 6, "held": 0, "committed": 0}
+    assert catalog_internal.get(f"/internal/reservations/{rid}").json()["status"] in (
+        "released",
+        "expired",
+    )
+
+
 def test_orders_younger_than_the_deadline_are_left_alone(
     orders_app_client: TestClient,
     shop_db: ShopDatabase,

@@ -56,6 +56,11 @@ class Reservation(BaseModel):
     expires_at: datetime | None = None
 
 
+class ReservationGone(CatalogUnavailable):
+    """catalog refused to commit (409): the reservation expired or was released, nothing is sold.
+    A CatalogUnavailable for the placement flow (undo, 503); the recovery job gives the order up."""
+
+
 class CatalogClient(Protocol):
     """What orders needs from catalog. The HTTP implementation is HttpCatalogClient; the fault
     tests inject their own."""
@@ -71,7 +76,8 @@ class CatalogClient(Protocol):
         ...
 
     def commit(self, reservation_id: uuid.UUID) -> None:
-        """Turn a held reservation into a sale (idempotent)."""
+        """Turn a held reservation into a sale (idempotent). Raises ReservationGone when the
+        reservation expired or was released, CatalogUnavailable otherwise."""
         ...
 
     def release(self, reservation_id: uuid.UUID, *, retry: bool = True) -> None:
@@ -160,6 +166,8 @@ class HttpCatalogClient:
 
     def commit(self, reservation_id: uuid.UUID) -> None:
         response = self._send("POST", f"/internal/reservations/{reservation_id}/commit")
+        if response.status_code == 409:
+            raise ReservationGone("the reservation expired or was released")
         if response.status_code != 200:
             raise _unexpected(response)
 

@@ -6,10 +6,13 @@ call, so it takes a sessionmaker, not the request session:
 1. validate, look up the Idempotency-Key (unique per user);
 2. insert the order as `placing` with a fresh reservation id; commit;
 3. reserve in catalog (bounded retries with the same id: reservations are idempotent);
-4. success: write the items with catalog's price snapshot and the total; commit; call commit in
-   catalog; set `pending`; commit. 409/422 from catalog: mark `rejected`, answer 409/422. Catalog
-   unavailable: release the reservation (best effort), mark `failed`, answer 503;
-5. whatever a crash leaves in `placing` is finished or undone by the recovery job (recovery.py).
+4. success: call commit in catalog; then, in one transaction, write the items with catalog's price
+   snapshot and the total and set `pending`; answer from the objects in hand. 409/422 from
+   catalog: mark `rejected`, answer 409/422. Catalog unavailable (or the reservation expired
+   before the commit): release the reservation (best effort), mark `failed`, answer 503;
+5. whatever a crash leaves in `placing` is finished or undone by the recovery job (recovery.py):
+   a crash between catalog's commit and step 4's transaction leaves a committed reservation
+   that carries the items, and the recovery job completes the order from it.
 
 Every write after step 2 is conditional on the order still being `placing`, so this flow and the
 recovery job can never both decide the fate of one order."""
@@ -26,8 +29,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -53,12 +58,23 @@ log = logging.getLogger("orders.placement")
 MAX_AMOUNT = Decimal("99999999.99")  # Numeric(10, 2)
 CENT = Decimal("0.01")
 _ALPHABET = string.ascii_uppercase + string.digits
+# Core tables: the hot path skips the ORM unit of work (docs/PERFORMANCE.md).
+_ORDERS = cast(Table, Order.__table__)
+_ITEMS = cast(Table, OrderItem.__table__)
 
 
 @dataclass(frozen=True, slots=True)
 class Placed:
     order: Order
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Placing:
+    """The `placing` row just inserted: what the rest of the flow needs of it."""
+
+    id: int
+    reservation_id: uuid.UUID
 
 
 class _KeyTaken(Exception):
@@ -75,7 +91,7 @@ def place_order(
 ) -> Placed:
     user_id = _owner(principal, data.user_id)
     request_hash = _request_hash(user_id, data) if idempotency_key is not None else None
-    order: Order | None = None
+    order: _Placing | None = None
     for _ in range(3):  # a key freed by a rejected/failed order between our two reads: try again
         if idempotency_key is not None:
             existing = _find_by_key(factory, user_id, idempotency_key)
@@ -112,16 +128,18 @@ def place_order(
         _undo(factory, catalog, order, OrderStatus.FAILED)
         raise
 
-    if write_items(factory, order.id, reservation, total) is OrderStatus.PLACING:
-        try:
-            catalog.commit(order.reservation_id)
-        except CatalogUnavailable:
-            _undo(factory, catalog, order, OrderStatus.FAILED)
-            raise
-    placed = mark_pending(factory, order.id)
-    if placed.status == OrderStatus.FAILED:  # the recovery job gave up on us meanwhile: undo
-        _release_quietly(catalog, order.reservation_id)
-        raise CatalogUnavailable("placing the order took too long; it was abandoned, retry")
+    try:
+        catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
+    except CatalogUnavailable:
+        _undo(factory, catalog, order, OrderStatus.FAILED)
+        raise
+    placed = complete_order(factory, order.id, reservation, total)
+    if placed is None:  # the recovery job decided this order meanwhile
+        status = _status_of(factory, order.id)
+        if status is OrderStatus.FAILED:  # it gave up on us (and released): undo
+            _release_quietly(catalog, order.reservation_id)
+            raise CatalogUnavailable("placing the order took too long; it was abandoned, retry")
+        return Placed(load_order(factory, order.id), replayed=False)
     return Placed(placed, replayed=False)
 
 
@@ -155,21 +173,24 @@ def _find_by_key(factory: sessionmaker[Session], user_id: int, key: str) -> Orde
 
 def _insert_placing(
     factory: sessionmaker[Session], user_id: int, key: str | None, request_hash: str | None
-) -> Order:
+) -> _Placing:
     for _ in range(5):
-        order = Order(
-            order_number=new_order_number(),
-            status=OrderStatus.PLACING,
-            user_id=user_id,
-            total_amount=Decimal("0.00"),
-            reservation_id=uuid.uuid4(),
-            idempotency_key=key,
-            request_hash=request_hash,
-        )
+        number, reservation_id = new_order_number(), uuid.uuid4()
         try:
             with factory.begin() as session:
-                session.add(order)
-            return order
+                row = session.execute(
+                    insert(_ORDERS)
+                    .values(
+                        order_number=number,
+                        status=OrderStatus.PLACING,
+                        user_id=user_id,
+                        reservation_id=reservation_id,
+                        idempotency_key=key,
+                        request_hash=request_hash,
+                    )
+                    .returning(_ORDERS.c.id)
+                ).one()
+            return _Placing(row.id, reservation_id)
         except IntegrityError as exc:
             if constraint_name(exc) == "uq_orders_user_id_idempotency_key":
                 raise _KeyTaken() from exc
@@ -229,42 +250,56 @@ def order_total(reservation: Reservation) -> Decimal:
     return total
 
 
-def write_items(
+def complete_order(
     factory: sessionmaker[Session], order_id: int, reservation: Reservation, total: Decimal
-) -> OrderStatus:
-    """Store the items and the total once, while the order is `placing` (row lock: the recovery
-    job may be finishing the same order). Returns the order's status."""
+) -> Order | None:
+    """`placing` → `pending` with the items and the total, in one transaction, once catalog has
+    committed the reservation. None when the order is no longer `placing` (the recovery job or
+    the placement flow decided it meanwhile): then nothing is written. Returns the order built
+    from what is in hand (a transient object), not re-read."""
+    lines = [
+        {
+            "order_id": order_id,
+            "product_id": item.product_id,
+            "product_name": item.name,
+            "sku": item.sku,
+            "quantity": item.quantity,
+            "unit_price": item.unit_price,
+            "total_price": (item.unit_price * item.quantity).quantize(CENT),
+        }
+        for item in reservation.items
+    ]
     with factory.begin() as session:
-        order = session.scalars(select(Order).where(Order.id == order_id).with_for_update()).one()
-        if order.status != OrderStatus.PLACING:
-            return OrderStatus(order.status)
-        has_items = session.scalar(select(OrderItem.id).where(OrderItem.order_id == order_id))
-        if has_items is None:
-            session.add_all(
-                OrderItem(
-                    order_id=order_id,
-                    product_id=item.product_id,
-                    product_name=item.name,
-                    sku=item.sku,
-                    quantity=item.quantity,
-                    unit_price=item.unit_price,
-                    total_price=(item.unit_price * item.quantity).quantize(CENT),
-                )
-                for item in reservation.items
+        row = session.execute(
+            update(_ORDERS)
+            .where(_ORDERS.c.id == order_id, _ORDERS.c.status == OrderStatus.PLACING)
+            .values(status=OrderStatus.PENDING, total_amount=total)
+            .returning(
+                _ORDERS.c.order_number,
+                _ORDERS.c.user_id,
+                _ORDERS.c.reservation_id,
+                _ORDERS.c.created_at,
+                _ORDERS.c.updated_at,
             )
-            order.total_amount = total
-        return OrderStatus.PLACING
-
-
-def mark_pending(factory: sessionmaker[Session], order_id: int) -> Order:
-    """`placing` → `pending` (a no-op in any other status); returns the order with its items."""
-    with factory.begin() as session:
+        ).one_or_none()
+        if row is None:
+            return None
+        # ON CONFLICT: an order left `placing` with its items by an earlier version of this flow
         session.execute(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.PLACING)
-            .values(status=OrderStatus.PENDING)
+            pg_insert(_ITEMS).on_conflict_do_nothing(index_elements=["order_id", "product_id"]),
+            lines,
         )
-        return _load(session, order_id)
+    return Order(
+        id=order_id,
+        order_number=row.order_number,
+        status=OrderStatus.PENDING,
+        user_id=row.user_id,
+        total_amount=total,
+        reservation_id=row.reservation_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        items=[OrderItem(**line) for line in lines],
+    )
 
 
 def _close_unplaced(factory: sessionmaker[Session], order_id: int, status: OrderStatus) -> None:
@@ -279,7 +314,7 @@ def _close_unplaced(factory: sessionmaker[Session], order_id: int, status: Order
 
 
 def _undo(
-    factory: sessionmaker[Session], catalog: CatalogClient, order: Order, status: OrderStatus
+    factory: sessionmaker[Session], catalog: CatalogClient, order: _Placing, status: OrderStatus
 ) -> None:
     _release_quietly(catalog, order.reservation_id)
     _close_unplaced(factory, order.id, status)

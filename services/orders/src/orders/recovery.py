@@ -1,8 +1,9 @@
 """The recovery job: finishes or undoes what a crash or an outage left half done.
 
 - orders still `placing` past the deadline: if catalog holds or has committed their reservation,
-  the order is completed (commit in catalog, items from catalog's answer, `pending`); otherwise
-  the reservation is released (idempotent) and the order marked `failed`;
+  the order is completed (commit in catalog, then items from catalog's answer and `pending` in
+  one transaction); otherwise (no reservation, released, expired, or refused by the commit with
+  409) the reservation is released (idempotent) and the order marked `failed`;
 - cancellations whose intent is recorded but whose order is not `cancelled` yet (the catalog call
   failed or the process died): release again (idempotent) and finish the cancellation.
 
@@ -24,10 +25,10 @@ from datetime import timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from orders.catalog_client import CatalogClient
+from orders.catalog_client import CatalogClient, ReservationGone
 from orders.exceptions import CatalogUnavailable, OrderTooLarge
 from orders.models import Order, OrderStatus
-from orders.placement import mark_pending, order_total, write_items
+from orders.placement import complete_order, order_total
 from orders.schemas import RecoveryReport
 from shop_common.logs import reset_request_id, set_request_id
 
@@ -106,13 +107,14 @@ def _finish_placing(
     ):
         try:
             total = order_total(reservation)
-        except OrderTooLarge:
-            reservation = None
+            if not _still_placing(factory, claimed.id):
+                return True  # the placement flow decided it meanwhile: sell nothing more
+            catalog.commit(claimed.reservation_id)
+        except (OrderTooLarge, ReservationGone):  # ReservationGone: expired since we looked
+            pass
         else:
-            if write_items(factory, claimed.id, reservation, total) is OrderStatus.PLACING:
-                catalog.commit(claimed.reservation_id)
-                order = mark_pending(factory, claimed.id)
-                log.info("recovered order %s as %s", claimed.id, order.status)
+            if complete_order(factory, claimed.id, reservation, total) is not None:
+                log.info("recovered order %s", claimed.id)
             return True
     catalog.release(claimed.reservation_id)
     with factory.begin() as session:
@@ -123,6 +125,12 @@ def _finish_placing(
         )
     log.info("gave up order %s: its reservation is gone", claimed.id)
     return False
+
+
+def _still_placing(factory: sessionmaker[Session], order_id: int) -> bool:
+    with factory.begin() as session:
+        status = session.scalar(select(Order.status).where(Order.id == order_id))
+    return status == OrderStatus.PLACING
 
 
 def _finish_cancel(
