@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PACKAGES := -p shop_common -p users -p catalog -p orders -p gateway -p shop_dev
-TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests
+TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests bench
 
 .PHONY: setup run seed migrate test lint fmt bench
 
@@ -25,7 +25,7 @@ migrate: setup  ## create database/roles/schemas and migrate every service
 test: setup  ## unit + cross-service tests on real PostgreSQL, PgBouncer and uvicorn
 	$(UV) run pytest
 
-lint: setup  ## ruff, ruff format --check, mypy --strict (packages, then each tests dir alone)
+lint: setup  ## ruff, ruff format --check, mypy --strict (packages, then each tests dir and bench/ alone)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(PACKAGES)
