@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -27,6 +28,10 @@ from catalog.reservations.exceptions import (
 from catalog.reservations.schemas import ReservationCreate
 
 _NO_SYNC = {"synchronize_session": False}
+# Core tables for the statements of the hot path that need no ORM unit of work.
+_RESERVATIONS = cast(Table, Reservation.__table__)
+_ITEMS = cast(Table, ReservationItem.__table__)
+_PRODUCTS = cast(Table, Product.__table__)
 
 
 def get_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
@@ -53,10 +58,10 @@ def create_reservation(
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     created = session.execute(
-        insert(Reservation)
+        insert(_RESERVATIONS)
         .values(id=data.reservation_id, status="held", expires_at=func.now() + ttl)
-        .on_conflict_do_nothing(index_elements=[Reservation.id])
-        .returning(Reservation.expires_at)
+        .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
+        .returning(_RESERVATIONS.c.expires_at)
     ).one_or_none()
     if created is None:
         existing = get_reservation(session, data.reservation_id)
@@ -68,7 +73,7 @@ def create_reservation(
         return existing
     _check_reservable(session, wanted)
     items = _take_stock(session, data.reservation_id, wanted)
-    session.execute(insert(ReservationItem), [_columns(i) for i in items])
+    session.execute(insert(_ITEMS), [_columns(i) for i in items])
     # Transient (never added to the session): only what the response shows.
     return Reservation(
         id=data.reservation_id, status="held", expires_at=created.expires_at, items=items
@@ -101,7 +106,9 @@ def _check_reservable(session: Session, wanted: dict[int, int]) -> None:
     """Refuse unknown or inactive products (422), and fail fast without waiting for any row lock
     when the current stock is already too low (409)."""
     rows = session.execute(
-        select(Product.id, Product.is_active, Product.stock_quantity).where(Product.id.in_(wanted))
+        select(_PRODUCTS.c.id, _PRODUCTS.c.is_active, _PRODUCTS.c.stock_quantity).where(
+            _PRODUCTS.c.id.in_(wanted)
+        )
     ).all()
     unknown = sorted(set(wanted) - {r.id for r in rows})
     inactive = sorted(r.id for r in rows if not r.is_active)
@@ -122,15 +129,14 @@ def _take_stock(
     items: list[ReservationItem] = []
     for product_id, quantity in wanted.items():  # ascending product id: the lock order
         row = session.execute(
-            update(Product)
+            update(_PRODUCTS)
             .where(
-                Product.id == product_id,
-                Product.stock_quantity >= quantity,
-                Product.is_active,
+                _PRODUCTS.c.id == product_id,
+                _PRODUCTS.c.stock_quantity >= quantity,
+                _PRODUCTS.c.is_active,
             )
-            .values(stock_quantity=Product.stock_quantity - quantity)
-            .returning(Product.name, Product.sku, Product.price)
-            .execution_options(**_NO_SYNC)
+            .values(stock_quantity=_PRODUCTS.c.stock_quantity - quantity)
+            .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
         ).one_or_none()
         if row is not None:
             items.append(
@@ -176,17 +182,51 @@ def _restock(session: Session, reservation_ids: Sequence[uuid.UUID]) -> None:
 
 def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
     """held → committed; committing again answers the same. A held reservation past its expiry
-    cannot be committed (the sweeper returns its stock)."""
-    session.execute(
-        update(Reservation)
+    cannot be committed (the sweeper returns its stock).
+
+    The hot path is one statement: the conditional UPDATE and the read of the lines for the answer
+    (a data-modifying CTE); the reservation is re-read only when the UPDATE changed nothing."""
+    committed = (
+        update(_RESERVATIONS)
         .where(
-            Reservation.id == reservation_id,
-            Reservation.status == "held",
-            Reservation.expires_at > func.now(),
+            _RESERVATIONS.c.id == reservation_id,
+            _RESERVATIONS.c.status == "held",
+            _RESERVATIONS.c.expires_at > func.now(),
         )
         .values(status="committed", updated_at=func.now())
-        .execution_options(**_NO_SYNC)
+        .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.expires_at)
+        .cte("committed")
     )
+    rows = session.execute(
+        select(
+            committed.c.expires_at,
+            _ITEMS.c.product_id,
+            _ITEMS.c.quantity,
+            _ITEMS.c.unit_price,
+            _ITEMS.c.name,
+            _ITEMS.c.sku,
+        )
+        .join_from(committed, _ITEMS, _ITEMS.c.reservation_id == committed.c.id)
+        .order_by(_ITEMS.c.product_id)
+    ).all()
+    if rows:
+        # Transient (never added to the session): only what the response shows.
+        return Reservation(
+            id=reservation_id,
+            status="committed",
+            expires_at=rows[0].expires_at,
+            items=[
+                ReservationItem(
+                    reservation_id=reservation_id,
+                    product_id=row.product_id,
+                    quantity=row.quantity,
+                    unit_price=row.unit_price,
+                    name=row.name,
+                    sku=row.sku,
+                )
+                for row in rows
+            ],
+        )
     reservation = get_reservation(session, reservation_id)
     if reservation.status == "held":
         raise ReservationExpired(
