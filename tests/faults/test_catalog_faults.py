@@ -65,6 +65,16 @@ class TestSlowCatalog:
         assert view[product["id"]] == {"available": 3, "held": 0, "committed": 2}
         assert [o["status"] for o in ledger.orders(buyer.id)] == ["failed", "pending"]
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason=(
+            "bug (catalog/orders): a reservation that reaches catalog after orders timed out and "
+            "released (404: nothing yet) is created `held` and keeps its stock until the TTL "
+            "(900 s by default); DESIGN §4 says no stock stays held after a 503. Fix idea: "
+            "release of an unknown id records a `released` tombstone so a late create takes "
+            "nothing, and/or orders passes a short ttl_seconds. See docs/RELIABILITY.md §5."
+        ),
+    )
     def test_reservation_arriving_after_orders_gave_up_holds_no_stock(
         self,
         catalog_proxy: FaultProxy,
