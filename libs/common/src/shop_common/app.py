@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
 from shop_common.db import make_engine, make_sessionmaker
-from shop_common.errors import install_problem_handlers
+from shop_common.errors import PROBLEM_RESPONSES, install_problem_handlers
 from shop_common.health import ReadinessProbe, alembic_heads, health_router
 from shop_common.logs import configure_logging
 from shop_common.middleware import RequestContextMiddleware
@@ -97,8 +97,8 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    app.include_router(health_router(spec.name, probe, _engine))
+    app.include_router(health_router(spec.name, probe, _engine), responses=PROBLEM_RESPONSES)
     for router in spec.routers:
-        app.include_router(router)
+        app.include_router(router, responses=PROBLEM_RESPONSES)
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     return app

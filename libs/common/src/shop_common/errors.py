@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -71,6 +72,38 @@ class UpstreamUnavailable(DomainError):
 
 class ServiceUnavailable(DomainError):
     title = "Service unavailable"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error leaves the services (documentation model)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    # Validation: [{loc, msg, type}]; bulk operations: [{index, field, msg}], per problem type.
+    errors: list[dict[str, Any]] | None = None
+
+
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# Added to every route's OpenAPI: client errors (4XX, including validation's 422) and unavailability
+# (5XX, e.g. 503 when the database or an upstream is down) are documented as problem+json.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": Problem,
+        "description": "Client error (problem+json)",
+        "content": _PROBLEM_CONTENT,
+    },
+    "5XX": {
+        "model": Problem,
+        "description": "Service unavailable or internal error (problem+json)",
+        "content": _PROBLEM_CONTENT,
+    },
+}
 
 
 STATUS: dict[type[DomainError], int] = {
