@@ -157,6 +157,8 @@ def test_pgbouncer_restart_under_load_fails_fast_and_recovers_without_restarts(
             assert traffic.wait_for(_both_kinds_answered_after(outage_started), timeout=10)
             time.sleep(0.5)
         finally:
+            # PgBouncer serves before start() returns (it polls the port), so the outage ends here.
+            restarting = time.monotonic()
             stack.pgbouncer.start()
         back = time.monotonic()
         recovered = traffic.wait_for(_both_kinds_succeed_after(back), timeout=20)
@@ -164,7 +166,7 @@ def test_pgbouncer_restart_under_load_fails_fast_and_recovers_without_restarts(
     outcomes = traffic.snapshot()
 
     assert recovered, "requests did not succeed again after PgBouncer came back"
-    during = [o for o in outcomes if o.started > outage_started + 0.1 and o.ended < back]
+    during = [o for o in outcomes if o.started > outage_started + 0.1 and o.ended < restarting]
     assert during, "no request was made during the outage"
     assert {o.status for o in during} == {503}
     _assert_failed_fast_with_problems(outcomes)

@@ -248,10 +248,24 @@ class TestReservationMoves:
         for response in (
             internal.get(f"/internal/reservations/{rid}"),
             internal.post(f"/internal/reservations/{rid}/commit"),
-            internal.post(f"/internal/reservations/{rid}/release"),
         ):
             assert response.status_code == 404
             assert response.json()["type"] == "/problems/reservation-not-found"
+
+    def test_releasing_an_unknown_id_makes_a_late_create_take_no_stock(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+
+        released = internal.post(f"/internal/reservations/{rid}/release")
+        late = reserve(internal, [(product["id"], 2)], reservation_id=rid)
+
+        assert released.status_code == 200
+        assert (released.json()["status"], released.json()["items"]) == ("released", [])
+        assert late.status_code == 409
+        assert late.json()["type"] == "/problems/reservation-mismatch"
+        assert stock(db, product["id"]) == 5
 
 
 class TestExpiry:

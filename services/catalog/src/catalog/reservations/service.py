@@ -243,7 +243,16 @@ def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservati
 
 def release_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
     """held or committed → released, restoring the stock (a committed one is how a cancelled order
-    returns stock). Releasing again, or releasing an expired reservation, changes nothing."""
+    returns stock). Releasing again, or releasing an expired reservation, changes nothing.
+
+    Releasing an id catalog has not seen yet records it as released, without lines: its caller
+    gave up on it, so a create with that id that arrives late (a slow or retried request) finds
+    it and is refused as a ReservationMismatch instead of holding stock until the TTL."""
+    session.execute(
+        insert(_RESERVATIONS)
+        .values(id=reservation_id, status="released", expires_at=func.now())
+        .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
+    )
     released = session.scalar(
         update(Reservation)
         .where(Reservation.id == reservation_id, Reservation.status.in_(("held", "committed")))
