@@ -7,8 +7,6 @@ lifespan opens one pooled session per upstream."""
 from __future__ import annotations
 
 import logging
-import random
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,22 +24,7 @@ from gateway.proxy import Proxy, Upstreams, make_pool
 from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, reset_request_id, set_request_id
-from shop_common.middleware import LATENCY, REQUESTS
-
-_VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def request_id_of(scope: Scope) -> str:
-    """Keep a well-formed incoming X-Request-ID, else make one (the same rule as the services).
-    Ids are correlation handles, not secrets: a PRNG is enough and saves a syscall per request."""
-    value: bytes
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            if _VALID_ID.match(value):
-                return value.decode()
-            break
-    return f"{random.getrandbits(128):032x}"
-
+from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
 
 access_log = logging.getLogger("shop.access")
 
@@ -70,7 +53,7 @@ class Gateway:
         if scope["type"] != "http":
             await self.control(scope, receive, send)
             return
-        request_id = request_id_of(scope)
+        request_id = incoming_request_id(scope)
         token = set_request_id(request_id)
         start = time.perf_counter()
         status = 500
