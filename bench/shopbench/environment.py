@@ -9,7 +9,6 @@ import secrets
 import shutil
 import signal
 import tempfile
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +17,9 @@ from types import FrameType
 
 from shop_common.keys import generate_private_key_pem
 from shop_dev.bootstrap import Cluster, drop_database
-from shop_dev.defaults import DEFAULT_ADMIN_URL, role_passwords
+from shop_dev.defaults import DEFAULT_ADMIN_URL
 from shop_dev.processes import ServiceProcess
-from shop_dev.stack import Stack, StackConfig, Superuser, free_port
+from shop_dev.stack import Stack, Superuser, free_port, throwaway_config
 
 # Raised for the benchmark only: scenario (6) logs in hundreds of times a second from one IP.
 LOGIN_LIMITS_OFF = {
@@ -71,36 +70,28 @@ def bench_environment(
     pool_all > 0 (an experiment): users, catalog and orders all bypass PgBouncer with a QueuePool."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)  # so a SIGTERM still cleans up
     cluster = Cluster(os.environ.get("SHOP_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
-    database = f"shop_bench_{uuid.uuid4().hex[:12]}"
     workdir = Path(tempfile.mkdtemp(prefix="shop-bench-"))
-    bouncer_dir = Path(tempfile.mkdtemp(prefix="shop-bench-pgbouncer-"))  # postgres must reach it
     key_file = workdir / "jwt-ed25519.pem"
     key_file.write_bytes(generate_private_key_pem())
     key_file.chmod(0o600)
     logs = workdir / "logs"
-    config = StackConfig(
-        cluster=cluster,
-        database=database,
-        # Roles are cluster-wide: keep the passwords every other local stack uses.
-        passwords=role_passwords(),
-        internal_api_token=secrets.token_urlsafe(32),
-        ports={
-            name: free_port() for name in ("pgbouncer", "users", "catalog", "orders", "gateway")
-        },
+    config = throwaway_config(
+        cluster,
+        database_prefix="shop_bench",
         workdir=logs,
-        pgbouncer_dir=bouncer_dir,
         jwt_private_key_file=key_file,
         superuser=Superuser(
             f"bench_admin_{secrets.token_hex(4)}",
             "bench-admin@example.com",
             secrets.token_urlsafe(24),
         ),
-        environment="test",
         extra_env={
             name: {**LOGIN_LIMITS_OFF.get(name, {}), **(extra_env or {}).get(name, {})}
             for name in ("users", "catalog", "orders", "gateway")
         },
     )
+    database = config.database
+    bouncer_dir = config.pgbouncer_dir
     stack = Stack(config)
     if pool_all:
         for service in ("users", "catalog", "orders"):

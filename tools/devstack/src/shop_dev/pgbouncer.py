@@ -137,7 +137,7 @@ server_reset_query =
         if self.process is None or self.process.poll() is not None:
             self.process = None
             return
-        self.process.send_signal(signal.SIGINT)  # immediate shutdown: drop clients now
+        self.process.send_signal(signal.SIGINT)  # safe shutdown: finish running transactions, exit
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:

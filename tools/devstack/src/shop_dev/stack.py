@@ -4,7 +4,10 @@ One implementation serves the local launcher (`shop-dev up`) and the test harnes
 
 from __future__ import annotations
 
+import secrets
 import socket
+import tempfile
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from shop_dev.bootstrap import (
     migrate_all,
     role_url,
 )
+from shop_dev.defaults import role_passwords
 from shop_dev.pgbouncer import PgBouncer
 from shop_dev.processes import APPS, ServiceProcess
 
@@ -53,6 +57,33 @@ class StackConfig:
     use_pgbouncer: bool = True
     log_json: bool = True
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def throwaway_config(
+    cluster: Cluster,
+    *,
+    database_prefix: str,
+    workdir: Path,
+    jwt_private_key_file: Path,
+    superuser: Superuser,
+    extra_env: dict[str, dict[str, str]],
+) -> StackConfig:
+    """A stack of its own for tests and benchmarks: a new database `<prefix>_<hex>`, free ports,
+    test mode, a random internal token. Roles are cluster-wide, so they keep the shared passwords."""
+    return StackConfig(
+        cluster=cluster,
+        database=f"{database_prefix}_{uuid.uuid4().hex[:12]}",
+        passwords=role_passwords(),
+        internal_api_token=secrets.token_urlsafe(32),
+        ports={name: free_port() for name in ("pgbouncer", *PROCESS_NAMES)},
+        workdir=workdir,
+        # /tmp, not under workdir: PgBouncer runs as `postgres` and must reach its files
+        pgbouncer_dir=Path(tempfile.mkdtemp(prefix=f"{database_prefix}-pgbouncer-")),
+        jwt_private_key_file=jwt_private_key_file,
+        superuser=superuser,
+        environment="test",
+        extra_env=extra_env,
+    )
 
 
 class Stack:
@@ -178,4 +209,12 @@ class Stack:
         self.pgbouncer.stop()
 
 
-__all__ = ["APPS", "PROCESS_NAMES", "Stack", "StackConfig", "Superuser", "free_port"]
+__all__ = [
+    "APPS",
+    "PROCESS_NAMES",
+    "Stack",
+    "StackConfig",
+    "Superuser",
+    "free_port",
+    "throwaway_config",
+]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from shop_common.keys import generate_private_key_pem, load_private_key, public_jwk
 from shop_dev.bootstrap import Cluster, drop_database
-from shop_dev.defaults import DEFAULT_ADMIN_URL, role_passwords
-from shop_dev.stack import Stack, StackConfig, Superuser, free_port
+from shop_dev.defaults import DEFAULT_ADMIN_URL
+from shop_dev.stack import Stack, Superuser, throwaway_config
 
 ISSUER = "shop-users"
 AUDIENCE = "shop"
@@ -149,23 +148,16 @@ def _stack_object(
     import os
 
     cluster = Cluster(os.environ.get("SHOP_TEST_PG_ADMIN_URL", DEFAULT_ADMIN_URL))
-    database = f"shop_test_{uuid.uuid4().hex[:12]}"
-    bouncer_dir = Path(tempfile.mkdtemp(prefix="shop-pgbouncer-"))
-    config = StackConfig(
-        cluster=cluster,
-        database=database,
-        passwords=role_passwords(),
-        internal_api_token=secrets.token_urlsafe(32),
-        ports={
-            name: free_port() for name in ("pgbouncer", "users", "catalog", "orders", "gateway")
-        },
+    config = throwaway_config(
+        cluster,
+        database_prefix="shop_test",
         workdir=tmp_path_factory.mktemp("stack-logs"),
-        pgbouncer_dir=bouncer_dir,
         jwt_private_key_file=jwt_keys.private_key_file,
         superuser=Superuser("admin", "admin@example.com", secrets.token_urlsafe(16)),
-        environment="test",
         extra_env=stack_extra_env,
     )
+    database = config.database
+    bouncer_dir = config.pgbouncer_dir
     stack = Stack(config)
     try:
         stack.prepare_database()
