@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Engine
 
 from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
-from shop_common.db import make_engine, make_sessionmaker
+from shop_common.db import DATABASE_PROBLEMS, make_engine, make_sessionmaker
 from shop_common.errors import PROBLEM_RESPONSES, install_problem_handlers
 from shop_common.health import ReadinessProbe, alembic_heads, health_router
 from shop_common.logs import configure_logging
@@ -96,7 +96,7 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
         generate_unique_id_function=lambda route: f"{spec.name}-{route.name}",
     )
     app.state.settings = settings
-    install_problem_handlers(app)
+    install_problem_handlers(app, DATABASE_PROBLEMS)
     app.include_router(health_router(spec.name, probe, _engine), responses=PROBLEM_RESPONSES)
     for router in spec.routers:
         app.include_router(router, responses=PROBLEM_RESPONSES)
