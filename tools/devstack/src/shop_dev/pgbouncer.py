@@ -128,6 +128,7 @@ server_reset_query =
         self.process = start_process(
             [self.binary, str(self.ini_path)],
             log_path=self.workdir / "pgbouncer.out",
+            cwd=self.workdir,  # not the checkout: `postgres` may not be able to enter it
             user="postgres" if os.geteuid() == 0 else None,  # it refuses to run as root
         )
         if not wait_for_port(self.host, self.port, timeout):
