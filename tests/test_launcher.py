@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -110,6 +112,11 @@ def test_int_then_term_then_kill_leaves_no_process_and_frees_every_port(
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+        # The launcher's PgBouncer directory (shop_dev.cli: one per port, kept between runs).
+        shutil.rmtree(
+            Path(tempfile.gettempdir()) / f"shop-dev-pgbouncer-{ports['pgbouncer']}",
+            ignore_errors=True,
+        )
 
     assert strays == []
     assert busy_ports(ports) == []
