@@ -25,9 +25,10 @@ migrate: setup  ## create database/roles/schemas and migrate every service
 test: setup  ## unit + cross-service tests on real PostgreSQL, PgBouncer and uvicorn
 	$(UV) run pytest
 
-lint: setup  ## ruff, ruff format --check, mypy --strict (packages, then each tests dir and bench/ alone)
+lint: setup  ## ruff, ruff format --check, import contracts, mypy --strict (packages, then each tests dir and bench/ alone)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports  # the contracts in pyproject.toml [tool.importlinter]
 	$(UV) run mypy $(PACKAGES)
 	@for d in $(TEST_DIRS); do echo "mypy $$d"; $(UV) run mypy $$d || exit 1; done
 

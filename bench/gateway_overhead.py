@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,12 +25,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from shop_dev.processes import (
+    free_port,
+    start_process,
+    stop_process,
+    uvicorn_command,
+    wait_healthy,
+)
 
 BENCH = Path(__file__).parent
 RESULTS = {
@@ -41,42 +48,17 @@ RESULTS = {
 WRK_DIR = BENCH / "wrk"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 @contextmanager
 def uvicorn(
     app: str, port: int, env: dict[str, str], log: Path, *extra: str
-) -> Iterator[tuple[str, int]]:
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--no-access-log", *extra]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=BENCH.parent,
-        )
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    proc = start_process(
+        uvicorn_command(port, app, *extra), log_path=log, env=env, cwd=BENCH.parent
+    )
     try:
-        yield f"http://127.0.0.1:{port}", proc.pid
+        yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 NGINX_CONF = """
@@ -124,18 +106,14 @@ def nginx(upstream: str, workdir: Path) -> Iterator[str | None]:
     conf = directory / "nginx.conf"
     upstream_port = int(upstream.rsplit(":", 1)[1])
     conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream_port=upstream_port))
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf), "-p", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = directory / "nginx.out"
+    proc = start_process([binary, "-c", str(conf), "-p", str(directory)], log_path=log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(url + "/health/live")
+        wait_healthy(url + "/health/live", proc, log_path=log)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -222,9 +200,9 @@ def paired_latency(targets: dict[str, str], path: str, n: int) -> dict[str, dict
 def stub_upstream(workdir: Path) -> Iterator[tuple[str, str, int]]:
     with uvicorn(
         "bench.gateway_stub:app", free_port(), {}, workdir / "stub.log", "--lifespan", "off"
-    ) as (url, pid):
-        wait_for(url + "/products/1")
-        yield url, "/products/1", pid
+    ) as (url, proc):
+        wait_healthy(url + "/products/1", proc, log_path=workdir / "stub.log")
+        yield url, "/products/1", proc.pid
 
 
 @contextmanager
@@ -303,11 +281,11 @@ def main() -> None:
                 workdir / "gateway.log",
                 "--factory",
                 "--no-proxy-headers",
-            ) as (gateway, gateway_pid),
+            ) as (gateway, gateway_proc),
             nginx(direct, workdir) as reference,
         ):
-            pids = {"gateway": gateway_pid, "upstream": upstream_pid}
-            wait_for(gateway + "/health/live")
+            pids = {"gateway": gateway_proc.pid, "upstream": upstream_pid}
+            wait_healthy(gateway + "/health/live", gateway_proc, log_path=workdir / "gateway.log")
             targets = {"direct": direct, "gateway": gateway}
             if reference is not None:
                 targets["nginx"] = reference

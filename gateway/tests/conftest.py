@@ -6,11 +6,8 @@ from __future__ import annotations
 import http.client
 import importlib
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +17,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from shop_dev.processes import (
+    free_port,
+    start_process,
+    stop_process,
+    uvicorn_command,
+    wait_healthy,
+)
 
 # With --import-mode=importlib this file is imported as `gateway.tests.conftest`, and pytest makes
 # the *directory* `gateway/` the parent module `gateway`, shadowing the real package of that name
@@ -33,30 +38,9 @@ HERE = Path(__file__).parent
 UPSTREAMS = ("users", "catalog", "orders")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def closed_port_url() -> str:
     """A loopback URL where nothing listens: connecting is refused."""
     return f"http://127.0.0.1:{free_port()}"
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up: {log.read_text()[-2000:]}")
 
 
 @dataclass
@@ -84,13 +68,7 @@ class Process:
         return self.log_path.read_text()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 5)
 
 
 @dataclass
@@ -101,18 +79,14 @@ class Processes:
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Process:
         port = free_port()
         log_path = self.tmp / f"{name}-{port}.log"
-        command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1"]
-        command += ["--port", str(port), "--no-access-log"]
-        full_env = {**os.environ, **env}
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+        proc = start_process(uvicorn_command(port, *args), log_path=log_path, env=env)
         process = Process(f"http://127.0.0.1:{port}", proc, log_path)
         self.started.append(process)
         return process
 
     def start(self, name: str, args: list[str], env: dict[str, str], ready_path: str) -> Process:
         process = self.spawn(name, args, env)
-        wait_until_up(process.url + ready_path, process.proc, process.log_path)
+        wait_healthy(process.url + ready_path, process.proc, log_path=process.log_path)
         return process
 
     def stop_all(self) -> None:
@@ -134,7 +108,7 @@ def stubs(processes: Processes) -> dict[str, Process]:
         name: processes.spawn(f"stub-{name}", args, {"STUB_NAME": name}) for name in UPSTREAMS
     }
     for stub in started.values():  # started together: each takes a second or two to import
-        wait_until_up(stub.url + "/health/ready", stub.proc, stub.log_path)
+        wait_healthy(stub.url + "/health/ready", stub.proc, log_path=stub.log_path)
     return started
 
 

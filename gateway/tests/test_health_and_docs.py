@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -118,7 +119,28 @@ def test_docs_serve_swagger_ui_for_the_merged_spec(client: httpx.Client) -> None
     assert response.status_code == 200
     assert "swagger-ui" in response.text
     assert "/openapi.json" in response.text
-    assert "content-security-policy" not in response.headers
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_their_assets_from_the_gateway_only(
+    client: httpx.Client, page: str
+) -> None:
+    response = client.get(page)
+
+    assert response.status_code == 200
+    assert re.findall(r"https?://", response.text) == []  # no CDN
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self' 'unsafe-inline';" in csp
+    assert "default-src 'none'" in csp
+    for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', response.text):
+        loaded = client.get(asset)
+        assert loaded.status_code == 200, asset
+        assert len(loaded.content) > 1000
+
+
+def test_an_unknown_docs_asset_is_404(client: httpx.Client) -> None:
+    assert client.get("/docs/assets/../../etc/passwd").status_code == 404
+    assert client.get("/docs/assets/other.js").status_code == 404
 
 
 def test_spec_survives_a_missing_upstream(gateway_with_orders_down: Process) -> None:

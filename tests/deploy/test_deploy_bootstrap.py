@@ -74,6 +74,15 @@ def _compose_healthcheck(service: str) -> str:
 AS_POSTGRES: dict[str, Any] = {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
+def readable_copy(source: Path, directory: Path) -> Path:
+    """A copy of `source` that `postgres` can read: the checkout may sit in a folder only its owner
+    can enter (mode 700, like a root home directory), so nothing runs as postgres from there."""
+    copy = directory / source.name
+    shutil.copy(source, copy)
+    copy.chmod(0o644)
+    return copy
+
+
 def postgres_env(pg_bin: Path, extra: dict[str, str]) -> dict[str, str]:
     return {"PATH": f"{pg_bin}:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **extra}
 
@@ -163,10 +172,9 @@ def _init_env(cluster: Cluster, roles_sql: Path, **overrides: str) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def bootstrapped(cluster: Cluster) -> Cluster:
-    roles_sql = cluster.base / "roles.sql"  # where the image mounts it: readable by postgres
-    shutil.copy(ROLES_SQL, roles_sql)
-    roles_sql.chmod(0o644)
-    result = cluster.as_postgres(["sh", str(INIT_SCRIPT)], env=_init_env(cluster, roles_sql))
+    roles_sql = readable_copy(ROLES_SQL, cluster.base)  # where the image mounts it
+    init_script = readable_copy(INIT_SCRIPT, cluster.base)
+    result = cluster.as_postgres(["sh", str(init_script)], env=_init_env(cluster, roles_sql))
     assert "roles users_svc, catalog_svc, orders_svc and their schemas are ready" in result.stdout
     return cluster
 
@@ -203,7 +211,7 @@ def bouncer(bootstrapped: Cluster) -> Iterator[Bouncer]:
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            ["sh", str(ENTRYPOINT)],
+            ["sh", str(readable_copy(ENTRYPOINT, base))],
             env=postgres_env(bootstrapped.bin, env),
             cwd=base,
             stdout=out,
@@ -270,7 +278,8 @@ class TestPostgresInit:
         roles_sql = bootstrapped.base / "roles.sql"
         env = _init_env(bootstrapped, roles_sql)
         del env["ORDERS_DB_PASSWORD"]
-        result = bootstrapped.as_postgres(["sh", str(INIT_SCRIPT)], env=env, check=False)
+        init_script = readable_copy(INIT_SCRIPT, bootstrapped.base)
+        result = bootstrapped.as_postgres(["sh", str(init_script)], env=env, check=False)
         assert result.returncode != 0
         assert "ORDERS_DB_PASSWORD must be set (see .env.example)" in result.stderr
 

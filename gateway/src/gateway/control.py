@@ -8,17 +8,17 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.openapi import MergedSpec, Spec
 from gateway.proxy import Upstreams
+from shop_common.docs import DOCS_PATHS, docs_router
 from shop_common.errors import problem_response
 
 CONTROL_PATHS = frozenset(
-    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
+    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", *DOCS_PATHS}
 )
 
 
@@ -115,10 +115,7 @@ def control_router(
     async def openapi() -> JSONResponse:
         return JSONResponse(await spec.get())
 
-    @router.get("/docs")
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="shop API")
-
+    router.include_router(docs_router("shop API"))  # /docs, /redoc and their assets: no CDN
     return router
 
 

@@ -4,15 +4,11 @@ clients per role, a superuser `db` session for assertions, and product/category 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -21,7 +17,13 @@ from sqlalchemy.orm import Session
 
 from catalog.config import CatalogSettings
 from catalog.main import create_app
-from shop_dev.stack import free_port
+from shop_dev.processes import (
+    free_port,
+    start_process,
+    stop_process,
+    uvicorn_command,
+    wait_healthy,
+)
 from shop_dev.testing import ShopDatabase, TestKeys
 
 ProductFactory = Callable[..., dict[str, Any]]
@@ -136,43 +138,11 @@ def catalog_url(shop_db: ShopDatabase, tmp_path_factory: pytest.TempPathFactory)
     env["RESERVATION_SWEEP_INTERVAL_SECONDS"] = "3600"
     env["LOG_LEVEL"] = "WARNING"
     log: Path = tmp_path_factory.mktemp("catalog-uvicorn") / "catalog.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "catalog.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    command = uvicorn_command(port, "--factory", "catalog.main:create_app")
+    process = start_process(command, log_path=log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        last: object = None
-        while True:
-            try:
-                last = httpx.get(f"{url}/health/ready", timeout=5)
-                if last.status_code == 200:
-                    break
-            except httpx.TransportError as exc:
-                last = exc
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"catalog did not start ({last!r}):\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_healthy(f"{url}/health/ready", process, timeout=60, log_path=log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -14,7 +14,8 @@ from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Engine
 
 from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
-from shop_common.db import make_engine, make_sessionmaker
+from shop_common.db import DATABASE_PROBLEMS, make_engine, make_sessionmaker
+from shop_common.docs import docs_router
 from shop_common.errors import PROBLEM_RESPONSES, install_problem_handlers
 from shop_common.health import ReadinessProbe, alembic_heads, health_router
 from shop_common.logs import configure_logging
@@ -94,9 +95,12 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=spec.openapi_tags or None,
         generate_unique_id_function=lambda route: f"{spec.name}-{route.name}",
+        docs_url=None,  # served below, with local assets instead of a CDN's
+        redoc_url=None,
     )
     app.state.settings = settings
-    install_problem_handlers(app)
+    install_problem_handlers(app, DATABASE_PROBLEMS)
+    app.include_router(docs_router(spec.name))
     app.include_router(health_router(spec.name, probe, _engine), responses=PROBLEM_RESPONSES)
     for router in spec.routers:
         app.include_router(router, responses=PROBLEM_RESPONSES)

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+from shop_common.errors import Describer, Description, describe_internal_error
 
 # Constraint names are fixed by convention, so services can translate IntegrityError by name.
 NAMING_CONVENTION: dict[str, str] = {
@@ -76,3 +78,40 @@ def count_queries(engine: Engine) -> Iterator[QueryCounter]:
         yield counter
     finally:
         event.remove(engine, "before_cursor_execute", _before)
+
+
+def describe_database_error(exc: Exception) -> Description:
+    """The problem for a database error no service translated (installed by build_service_app)."""
+    match exc:
+        case IntegrityError():  # a constraint the service did not translate: still the client's conflict
+            return (
+                409,
+                "Conflict",
+                {
+                    "type": "/problems/constraint-violation",
+                    "detail": "The request conflicts with existing data.",
+                },
+            )
+        case DataError():  # a value the column cannot hold
+            return (
+                422,
+                "Invalid value",
+                {
+                    "type": "/problems/invalid-value",
+                    "detail": "A value is out of range for its field.",
+                },
+            )
+        case OperationalError():
+            return (
+                503,
+                "Database unavailable",
+                {
+                    "type": "/problems/database-unavailable",
+                    "detail": "The database cannot be reached; retry later.",
+                },
+            )
+        case _:
+            return describe_internal_error(exc)
+
+
+DATABASE_PROBLEMS: dict[type[Exception], Describer] = {SQLAlchemyError: describe_database_error}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -11,7 +12,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shop_common.logs import current_request_id
@@ -137,7 +137,25 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _describe(exc: Exception) -> tuple[int, str, dict[str, Any]]:
+# (status, title, extra members of the problem body)
+Description = tuple[int, str, dict[str, Any]]
+# Maps errors of a library this module must not import (the gateway installs no database stack):
+# shop_common.db provides the one for SQLAlchemy, and build_service_app installs it.
+Describer = Callable[[Exception], Description]
+
+
+def describe_internal_error(_: Exception) -> Description:
+    return (
+        500,
+        "Internal error",
+        {
+            "type": "/problems/internal-error",
+            "detail": "An unexpected error occurred; it has been logged.",
+        },
+    )
+
+
+def _describe(exc: Exception) -> Description:
     match exc:
         case DomainError():
             status = next(STATUS[c] for c in type(exc).__mro__ if c in STATUS)
@@ -173,42 +191,8 @@ def _describe(exc: Exception) -> tuple[int, str, dict[str, Any]]:
             phrase = HTTPStatus(exc.status_code).phrase
             detail = exc.detail if isinstance(exc.detail, str) else phrase
             return exc.status_code, phrase, {"detail": detail}
-        case IntegrityError():  # a constraint the service did not translate: still the client's conflict
-            return (
-                409,
-                "Conflict",
-                {
-                    "type": "/problems/constraint-violation",
-                    "detail": "The request conflicts with existing data.",
-                },
-            )
-        case DataError():  # a value the column cannot hold
-            return (
-                422,
-                "Invalid value",
-                {
-                    "type": "/problems/invalid-value",
-                    "detail": "A value is out of range for its field.",
-                },
-            )
-        case OperationalError():
-            return (
-                503,
-                "Database unavailable",
-                {
-                    "type": "/problems/database-unavailable",
-                    "detail": "The database cannot be reached; retry later.",
-                },
-            )
         case _:
-            return (
-                500,
-                "Internal error",
-                {
-                    "type": "/problems/internal-error",
-                    "detail": "An unexpected error occurred; it has been logged.",
-                },
-            )
+            return describe_internal_error(exc)
 
 
 def problem_response(
@@ -231,8 +215,8 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _handle(request: Request, exc: Exception) -> JSONResponse:
-    status, title, extra = _describe(exc)
+def _respond(request: Request, exc: Exception, description: Description) -> JSONResponse:
+    status, title, extra = description
     if status >= 500:
         log.error("request failed: %s", type(exc).__name__, exc_info=exc)
     headers = dict(getattr(exc, "headers", None) or {})
@@ -243,16 +227,23 @@ def _handle(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _problem(request: Request, exc: Exception) -> JSONResponse:
-    return _handle(request, exc)
+def install_problem_handlers(
+    app: FastAPI, describers: Mapping[type[Exception], Describer] | None = None
+) -> None:
+    """`describers`: more error families and how each maps to a problem (e.g. the database's)."""
+    extra = dict(describers or {})
 
+    async def problem(request: Request, exc: Exception) -> JSONResponse:
+        describe = next(
+            (d for exc_type, d in extra.items() if isinstance(exc, exc_type)), _describe
+        )
+        return _respond(request, exc, describe(exc))
 
-def install_problem_handlers(app: FastAPI) -> None:
     for exc_type in (
         DomainError,
         RequestValidationError,
         StarletteHTTPException,
-        SQLAlchemyError,
+        *extra,
         Exception,
     ):
-        app.add_exception_handler(exc_type, _problem)
+        app.add_exception_handler(exc_type, problem)

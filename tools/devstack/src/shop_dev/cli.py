@@ -1,6 +1,7 @@
 """`shop-dev`: run the whole stack locally as processes (no Docker needed).
 
-    shop-dev up       create db/roles/schemas, migrate, start PgBouncer + 4 services, wait, print URLs
+    shop-dev up       check the ports are free, create db/roles/schemas, migrate, start PgBouncer +
+                      4 services, wait, print URLs; Ctrl-C (or SIGTERM/SIGHUP) stops them all
     shop-dev seed     load the demo catalog (through `catalog seed`)
     shop-dev migrate  bootstrap and migrate only
 
@@ -32,7 +33,29 @@ from shop_dev.defaults import (
 from shop_dev.pgbouncer import PgBouncerMissing, find_pgbouncer
 from shop_dev.stack import Stack, StackConfig, Superuser
 
-STATE_DIR = REPO_ROOT / ".devstack"
+
+def _state_dir() -> Path:
+    """Logs and the dev signing key: SHOP_DEV_STATE_DIR, by default .devstack in the checkout."""
+    return Path(os.environ.get("SHOP_DEV_STATE_DIR") or REPO_ROOT / ".devstack")
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP, any number of them, in any order: the first asks for an
+    orderly stop, any later one hurries it (what still runs is killed at once). The handler only
+    sets events, so no signal can interrupt a stop half-way (no KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.hurry = threading.Event()
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.stop.is_set():
+            self.hurry.set()
+        self.stop.set()
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self)
 
 
 def _say(message: str) -> None:
@@ -44,9 +67,9 @@ def _dev_key_file() -> Path:
     configured = os.environ.get("JWT_PRIVATE_KEY_FILE")
     if configured:
         return Path(configured)
-    path = STATE_DIR / "jwt-ed25519.pem"
+    path = _state_dir() / "jwt-ed25519.pem"
     if not path.exists():
-        STATE_DIR.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(generate_private_key_pem())
         path.chmod(0o600)
     return path
@@ -66,7 +89,7 @@ def _config(use_pgbouncer: bool) -> StackConfig:
         passwords=role_passwords(),
         internal_api_token=env.get("INTERNAL_API_TOKEN", DEV_INTERNAL_API_TOKEN),
         ports=ports,
-        workdir=STATE_DIR / "logs",
+        workdir=_state_dir() / "logs",
         # /tmp, not the repo: PgBouncer runs as `postgres` and must reach its files
         pgbouncer_dir=Path(tempfile.gettempdir()) / f"shop-dev-pgbouncer-{ports['pgbouncer']}",
         jwt_private_key_file=_dev_key_file(),
@@ -93,11 +116,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             "--no-pgbouncer to silence this."
         )
         use_pgbouncer = False
+    signals = Signals()
+    signals.install()
     stack = Stack(_config(use_pgbouncer))
+    busy = stack.busy_ports()
+    if busy:
+        for line in busy:
+            _say(line)
+        _say("stop it (a stray from an earlier run?) or pick other ports: <NAME>_PORT in .env")
+        return 1
     _prepare(stack)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if signals.stop.is_set():
+            return 0
         try:
             stack.start_all()
         except PgBouncerMissing as exc:
@@ -115,16 +146,18 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "(set FIRST_SUPERUSER_* to change)"
             )
         _say("ready. Ctrl-C stops everything.")
-        while not stop.wait(0.5):
+        while not signals.stop.wait(0.5):
             for name, process in stack.processes.items():
                 if not process.running:
                     _say(f"{name} exited unexpectedly; last log lines:\n{process.tail(2000)}")
                     return 1
-    except KeyboardInterrupt:
-        pass
+            if use_pgbouncer and not stack.pgbouncer.running:
+                _say(f"pgbouncer exited unexpectedly; see {stack.pgbouncer.log_path}")
+                return 1
     finally:
-        _say("stopping...")
-        stack.stop_all()
+        _say("stopping (a second Ctrl-C kills at once)...")
+        stack.stop_all(timeout=10, hurry=signals.hurry)
+        _say("stopped.")
     return 0
 
 

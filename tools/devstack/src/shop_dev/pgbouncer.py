@@ -1,7 +1,9 @@
 """A real PgBouncer process (transaction pooling) for the launcher and the tests.
 
-PgBouncer refuses to run as root: as root it is started with `-u postgres`, and its work
-directory (ini, userlist, log, pid) is handed to that user (notes §0.3)."""
+PgBouncer refuses to run as root: as root it is started as `postgres` (the child switches user
+before it runs, so it stays our child and dies with us, see shop_dev.processes), and its work
+directory (ini, userlist, log, pid) is handed to that user (notes §0.3). It runs in the foreground
+(no `-d`): a daemon would escape its parent."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from shop_dev.processes import start_process, stop_processes
 
 
 class PgBouncerMissing(RuntimeError):
@@ -42,6 +46,8 @@ def quote_userlist(value: str) -> str:
 
 
 class PgBouncer:
+    stop_signal = signal.SIGINT  # safe shutdown: finish running transactions, then exit
+
     def __init__(
         self,
         workdir: Path,  # its parents must be traversable by `postgres` when run as root (use /tmp)
@@ -119,12 +125,11 @@ server_reset_query =
         if self.process is not None and self.process.poll() is None:
             return
         self.write_config()
-        cmd = [self.binary]
-        if os.geteuid() == 0:
-            cmd += ["-u", "postgres"]  # it refuses to run as root
-        cmd.append(str(self.ini_path))
-        self.process = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        self.process = start_process(
+            [self.binary, str(self.ini_path)],
+            log_path=self.workdir / "pgbouncer.out",
+            cwd=self.workdir,  # not the checkout: `postgres` may not be able to enter it
+            user="postgres" if os.geteuid() == 0 else None,  # it refuses to run as root
         )
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
@@ -134,15 +139,8 @@ server_reset_query =
             )
 
     def stop(self, timeout: float = 10) -> None:
-        if self.process is None or self.process.poll() is not None:
-            self.process = None
-            return
-        self.process.send_signal(signal.SIGINT)  # safe shutdown: finish running transactions, exit
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_processes([(self.process, self.stop_signal)], timeout=timeout)
         self.process = None
 
     @property

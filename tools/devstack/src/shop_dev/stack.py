@@ -5,8 +5,9 @@ One implementation serves the local launcher (`shop-dev up`) and the test harnes
 from __future__ import annotations
 
 import secrets
-import socket
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +24,9 @@ from shop_dev.bootstrap import (
 )
 from shop_dev.defaults import role_passwords
 from shop_dev.pgbouncer import PgBouncer
-from shop_dev.processes import APPS, ServiceProcess
+from shop_dev.processes import APPS, ServiceProcess, busy_ports, free_port, stop_processes
 
 PROCESS_NAMES = ("users", "catalog", "orders", "gateway")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -170,6 +164,13 @@ class Stack:
         return dict(self.processes[name].env)
 
     # ---- lifecycle -----------------------------------------------------------------------
+    def busy_ports(self) -> list[str]:
+        """The stack's ports that something else holds, each with its holder (empty: all free)."""
+        ports = {n: p for n, p in self.config.ports.items() if n in PROCESS_NAMES}
+        if self.config.use_pgbouncer:
+            ports["pgbouncer"] = self.config.ports["pgbouncer"]
+        return busy_ports(ports)
+
     def prepare_database(self) -> bool:
         """Create the database if missing, (re)apply roles and schemas, migrate every service."""
         c = self.config
@@ -203,10 +204,20 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.processes[name].log_path
 
-    def stop_all(self) -> None:
-        for name in reversed(PROCESS_NAMES):
-            self.processes[name].stop()
-        self.pgbouncer.stop()
+    def stop_all(self, timeout: float = 10, hurry: threading.Event | None = None) -> None:
+        """Stop every process at once (graceful signal), wait for them together, SIGKILL the rest
+        after `timeout` seconds or as soon as `hurry` is set."""
+        stops = [
+            (process.process, signal.SIGTERM)
+            for process in self.processes.values()
+            if process.process is not None
+        ]
+        if self.pgbouncer.process is not None:
+            stops.append((self.pgbouncer.process, self.pgbouncer.stop_signal))
+        stop_processes(stops, timeout=timeout, hurry=hurry)
+        for process in self.processes.values():
+            process.process = None
+        self.pgbouncer.process = None
 
 
 __all__ = [
