@@ -7,19 +7,17 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.openapi import MergedSpec, Spec
 from gateway.proxy import Upstreams
 from shop_common.errors import problem_response
 
-CONTROL_PATHS = frozenset(
-    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
-)
+# /metrics is not here: it is served on its own listener (METRICS_PORT, gateway.metrics).
+CONTROL_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/openapi.json", "/docs"})
 
 
 async def _get(
@@ -106,10 +104,6 @@ def control_router(
     @router.get("/health/ready")
     async def health_ready(request: Request) -> JSONResponse:
         return await _aggregate(request)
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/openapi.json")
     async def openapi() -> JSONResponse:
