@@ -63,13 +63,14 @@ def test_post_after_an_upstream_500_that_closes_is_answered_not_502(gateway: Pro
         httpx.Client(base_url=gateway.url, timeout=10) as user_a,
         httpx.Client(base_url=gateway.url, timeout=10) as user_b,
     ):
+        crashed, valid = [], []
         for _ in range(5):
-            crashed = user_a.post("/orders/_crash", content=b'{"a":' * 50)
-            valid = user_b.post("/orders/", json={"items": [{"product_id": 1, "quantity": 1}]})
+            crashed.append(user_a.post("/orders/_crash", content=b'{"a":' * 50).status_code)
+            order = user_b.post("/orders/", json={"items": [{"product_id": 1, "quantity": 1}]})
+            valid.append(order.status_code)
 
-            assert crashed.status_code == 500
-            assert valid.status_code == 200, valid.text
-            assert valid.json()["method"] == "POST"
+    assert crashed == [500] * 5
+    assert valid == [200] * 5
 
 
 # ---- 2. slow request bodies hold only their own socket
@@ -107,7 +108,7 @@ def test_a_body_that_stops_arriving_is_408(start_gateway: GatewayFactory) -> Non
     try:
         sock.sendall(
             b"POST /orders/ HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100\r\n\r\n{\"items\""
+            b'Content-Length: 100\r\n\r\n{"items"'
         )
         status, headers, body = _read_answer(sock)
         after = sock.recv(1)
@@ -237,4 +238,3 @@ def test_redirect_over_http_1_0_without_host_never_names_the_upstream(gateway: P
 
     assert status == 307
     assert headers["location"] == "/orders/"
-

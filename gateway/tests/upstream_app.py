@@ -159,7 +159,8 @@ def create_stub() -> Any:
         elif path in ("/products", "/orders"):
             # Starlette's redirect_slashes: an absolute URL from the Host header, or without one
             # from the server's own (internal) address.
-            host = dict(headers).get("host") or "%s:%d" % tuple(scope["server"])
+            server_host, server_port = scope["server"]
+            host = dict(headers).get("host") or f"{server_host}:{server_port}"
             location = f"http://{host}{path}/".encode("latin-1")
             await _json(send, 307, {}, [(b"location", location)])
         elif path.endswith("/_drip"):
