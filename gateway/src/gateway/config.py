@@ -58,6 +58,9 @@ class GatewaySettings(ShopSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_header_count: int = Field(default=100, ge=10)
+    # Read by the request-head guard of every process (shop_common.server), listed here so the
+    # gateway validates it: a request head not complete this long after its first byte is a 408.
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
     # A request body is read whole (up to MAX_BODY_BYTES) before an upstream connection is taken.
     body_idle_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Longest pause between two parts of a request body: 408."
