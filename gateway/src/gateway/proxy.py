@@ -49,6 +49,8 @@ _DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-len
 _DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 SMALL_BODY_BYTES = 64 * 1024  # answers read whole below this: one send instead of a loop
 LOGIN_PATHS = frozenset({"/auth/token", "/auth/token/"})
+# Prefixes whose POST honours Idempotency-Key (DESIGN §4): only those may be sent again.
+KEYED_POST_PREFIXES = frozenset({"orders"})
 
 
 class BodyTooLarge(Exception):
@@ -272,10 +274,12 @@ class Proxy:
         pool = self.upstreams.pools[target.upstream]
         started = False
         try:
-            # A POST carrying an Idempotency-Key is deduplicated by the upstream (DESIGN §4):
+            # A POST /orders/ carrying an Idempotency-Key is deduplicated by orders (DESIGN §4):
             # sending it again after a dropped kept-alive connection cannot place it twice.
+            # (catalog and users ignore the header: their POSTs are never sent twice.)
+            keyed = method == "POST" and idempotency_key and target.prefix in KEYED_POST_PREFIXES
             response = await pool.request(
-                method, request_target, headers, body, idempotent=idempotency_key or None
+                method, request_target, headers, body, idempotent=True if keyed else None
             )
         except UpstreamError as exc:
             await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
