@@ -61,7 +61,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._max_head, self._max_fields, self._head_timeout = head_limits()
         self._in_head = True  # between the end of a request and the end of the next one's head
         self._head_bytes = 0
-        self._fields = 0
         self._tail = b""  # last bytes of the head so far, to find a CRLFCRLF split across reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
@@ -110,17 +109,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         used_in_data = at + len(_END_OF_HEAD) - len(self._tail)
         return self._head_bytes - len(data) + used_in_data <= self._max_head
 
-    def on_message_begin(self) -> None:
-        self._fields = 0
-        super().on_message_begin()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        if self._fields > self._max_fields:
-            raise _HeadTooLarge
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Counted here, not per field: the byte limit already bounds what was buffered.
+        if len(self.headers) > self._max_fields:
+            raise _HeadTooLarge
         self._in_head = False
         self._head_bytes = 0
         self._tail = b""
