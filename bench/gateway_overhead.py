@@ -281,6 +281,8 @@ def main() -> None:
                 workdir / "gateway.log",
                 "--factory",
                 "--no-proxy-headers",
+                "--http",
+                "shop_common.server:GuardedHttpToolsProtocol",  # as the launcher runs it
             ) as (gateway, gateway_proc),
             nginx(direct, workdir) as reference,
         ):

@@ -36,6 +36,8 @@ if _shadow is not None and getattr(_shadow, "__file__", None) is None:  # a dire
 
 HERE = Path(__file__).parent
 UPSTREAMS = ("users", "catalog", "orders")
+# How every shop process is served (tools/devstack processes.py, the Dockerfiles).
+GUARDED = ["--http", "shop_common.server:GuardedHttpToolsProtocol"]
 
 
 def closed_port_url() -> str:
@@ -133,7 +135,7 @@ def start_gateway(processes: Processes, stubs: dict[str, Process]) -> GatewayFac
         }
         env.update({key.upper(): value for key, value in overrides.items()})
         # --no-proxy-headers: the gateway is the edge, so a client's X-Forwarded-For is not trusted
-        args = ["--factory", "gateway.main:create_app", "--no-proxy-headers"]
+        args = ["--factory", "gateway.main:create_app", "--no-proxy-headers", *GUARDED]
         return processes.start("gateway", args, env, "/health/live")
 
     return start

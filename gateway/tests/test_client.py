@@ -1,15 +1,21 @@
 """The upstream client against scripted raw-socket servers: the awkward answers real upstreams
-give now and then (EOF-delimited bodies, 100 Continue, dropped keep-alive connections)."""
+give now and then (EOF-delimited bodies, 100 Continue, dropped keep-alive connections).
+
+This is the conformance table the gateway keeps its own client under (gateway/README.md): the
+persistence rules of RFC 9112 §9 (`REUSE`), 1xx, chunked with trailers, a reset mid-body, a
+stale keep-alive connection, the retry rules and the pool's bounds."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
-from gateway.client import UpstreamPool, UpstreamTimeout, UpstreamUnreachable
+from gateway.client import UpstreamBusy, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
 # (request number on this connection, reader, writer) -> None
@@ -55,6 +61,7 @@ def run(
             "read_timeout": 2.0,
             "keepalive_seconds": 10.0,
             "size": 10,
+            "acquire_timeout": 5.0,
         }
         options.update(pool_args)
         pool = UpstreamPool(
@@ -63,6 +70,7 @@ def run(
             read_timeout=options["read_timeout"],
             keepalive_seconds=options["keepalive_seconds"],
             size=int(options["size"]),
+            acquire_timeout=options["acquire_timeout"],
         )
         try:
             return await scenario(pool, upstream)
@@ -209,3 +217,118 @@ def test_small_body_arriving_after_the_head_is_awaited() -> None:
         writer.write(b"later")
 
     assert run(script, lambda pool, _: fetch(pool)) == (200, b"later")
+
+
+# ---- conformance table: which answers leave a connection fit for the next request (RFC 9112 §9)
+REUSE = {
+    "1.1 with a length": (OK, True),
+    "1.1 Connection: close": (
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+        False,
+    ),
+    "1.0 without keep-alive": (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", False),
+    "1.0 with keep-alive": (
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+        True,
+    ),
+    "1.1 delimited by the close": (b"HTTP/1.1 200 OK\r\n\r\nok", False),
+    "404 with a length": (b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nok", True),
+    "500 with keep-alive": (b"HTTP/1.1 500 Error\r\ncontent-length: 2\r\n\r\nok", False),
+    "503 with keep-alive": (b"HTTP/1.1 503 Busy\r\ncontent-length: 2\r\n\r\nok", False),
+    "chunked with trailers": (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n"
+        b"1\r\no\r\n1\r\nk\r\n0\r\nx-sum: 2\r\n\r\n",
+        True,
+    ),
+    "103 Early Hints, then 200": (
+        b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n" + OK,
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REUSE))
+def test_connection_is_reused_only_when_the_answer_allows_it(case: str) -> None:
+    answer, reusable = REUSE[case]
+
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        if case == "1.1 delimited by the close":
+            await writer.drain()
+            writer.close()
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[list[bytes], int]:
+        first, second = await fetch(pool), await fetch(pool)
+        return [first[1], second[1]], upstream.connections
+
+    bodies, connections = run(script, scenario)
+
+    assert bodies == [b"ok", b"ok"]
+    assert connections == (1 if reusable else 2)
+
+
+def test_reset_mid_body_is_an_error_and_the_connection_is_not_reused() -> None:
+    answered = []
+
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered.append(True)
+        if len(answered) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, not FIN
+        else:
+            writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[int, bytes]:
+        with pytest.raises(UpstreamUnreachable):
+            await fetch(pool)
+        return await fetch(pool)
+
+    assert run(script, scenario) == (200, b"ok")
+
+
+def test_post_never_meets_a_connection_the_upstream_closed_while_idle() -> None:
+    """Stale keep-alive: the upstream closed the idle connection; the POST goes on a new one."""
+
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()  # its idle timeout, much shorter than ours
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[int, int]:
+        await fetch(pool)
+        await asyncio.sleep(0.3)
+        status, _ = await fetch(pool, "POST", b"{}")
+        return status, upstream.connections
+
+    assert run(script, scenario) == (200, 2)
+
+
+def test_post_that_is_idempotent_by_key_is_retried_on_a_dropped_connection() -> None:
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> tuple[int, int]:
+        await fetch(pool, "POST", b"{}")
+        response = await pool.request("POST", b"/x", [], b"{}", idempotent=True)
+        response.release()
+        return response.status, upstream.connections
+
+    assert run(_closes_on_second_request, scenario) == (200, 2)
+
+
+def test_waiting_for_a_connection_is_bounded() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(1)
+        writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> None:
+        slow = asyncio.ensure_future(fetch(pool))
+        await asyncio.sleep(0.1)
+        try:
+            with pytest.raises(UpstreamBusy):
+                await fetch(pool)
+        finally:
+            await slow
+
+    run(script, scenario, size=1, acquire_timeout=0.2)

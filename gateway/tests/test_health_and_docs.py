@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -50,11 +51,23 @@ def test_health_is_503_when_an_upstream_is_down(gateway_with_orders_down: Proces
     assert body["detail"] == "upstream(s) not ready: orders"
 
 
-def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
-    client.get("/products/1")
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
-    response = client.get("/metrics")
 
+def test_metrics_are_served_on_their_own_port_only(start_gateway: GatewayFactory) -> None:
+    metrics_port = free_port()
+    gateway = start_gateway(metrics_port=str(metrics_port))
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        client.get("/products/1")
+        public = client.get("/metrics")
+    response = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+
+    assert public.status_code == 404
+    assert public.headers["content-type"] == "application/problem+json"
     assert response.status_code == 200
     assert (
         'shop_http_requests_total{method="GET",route="catalog",service="gateway",status="200"}'

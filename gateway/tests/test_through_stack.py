@@ -148,3 +148,23 @@ def test_merged_spec_of_the_real_services_is_valid_and_public(admin: httpx.Clien
     ]
     assert len(operation_ids) == len(set(operation_ids))
     assert spec.get("info", {}).get("x-missing-upstreams") is None
+
+
+def test_real_redirect_points_at_the_gateway_whatever_the_host(stack: RunningStack) -> None:
+    """catalog's own trailing-slash redirect, built from the Host it was sent."""
+    for headers in ({"Host": "evil.com"}, {"Host": ""}):
+        response = httpx.get(stack.url("gateway") + "/products", headers=headers, timeout=30)
+
+        assert response.status_code in (307, 308)
+        assert response.headers["location"].startswith("/products/")
+
+
+def test_services_refuse_an_oversized_head_themselves(stack: RunningStack) -> None:
+    """users, catalog and orders run the same guarded server as the gateway."""
+    for name in ("users", "catalog", "orders"):
+        response = httpx.get(
+            stack.url(name) + "/health/live", headers={"X-Big": "a" * 20_000}, timeout=30
+        )
+
+        assert response.status_code == 431
+        assert response.headers["content-type"] == "application/problem+json"

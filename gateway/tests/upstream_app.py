@@ -149,6 +149,20 @@ def create_stub() -> Any:
                 sent += len(part)
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        elif path.endswith("/_crash"):
+            # What a service does on an unhandled exception: Starlette's ServerErrorMiddleware
+            # sends a complete keep-alive 500, then uvicorn logs the error and closes the socket.
+            await _read_body(receive)
+            await _json(send, 500, {"detail": "Internal Server Error"}, [])
+            await asyncio.sleep(float(query.get("close_after", "0.3")))
+            raise RuntimeError("stub crash after answering")
+        elif path in ("/products", "/orders"):
+            # Starlette's redirect_slashes: an absolute URL from the Host header, or without one
+            # from the server's own (internal) address.
+            server_host, server_port = scope["server"]
+            host = dict(headers).get("host") or f"{server_host}:{server_port}"
+            location = f"http://{host}{path}/".encode("latin-1")
+            await _json(send, 307, {}, [(b"location", location)])
         elif path.endswith("/_drip"):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"first;", "more_body": True})

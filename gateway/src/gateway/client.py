@@ -6,7 +6,13 @@ bytes the ASGI server handed us and nothing is re-validated or copied into multi
 
 Scope is deliberately small: plain http to a known upstream, keep-alive, streaming both ways with
 flow control, connect/read timeouts, and one retry of an idempotent request whose reused
-connection turned out to be closed before any byte of the answer (RFC 9112 §9.3.1)."""
+connection turned out to be closed before any byte of the answer (RFC 9112 §9.3.1).
+
+Persistence (RFC 9112 §9): a connection goes back to the pool only after a complete answer that
+allows it (HTTP/1.1 without `Connection: close`, HTTP/1.0 with keep-alive, not delimited by the
+end of the connection, no read error) and whose status is below 500: an upstream that failed
+often closes right after answering (uvicorn does after an unhandled exception), and the next
+request, maybe a POST that must not be sent twice, must not meet that closing socket."""
 
 from __future__ import annotations
 
@@ -36,6 +42,10 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamUnreachable(UpstreamError):
     pass
+
+
+class UpstreamBusy(UpstreamError):
+    """No connection to the upstream became free in time (its concurrency bound is reached)."""
 
 
 class _ReusedConnectionClosed(UpstreamUnreachable):
@@ -249,6 +259,7 @@ class UpstreamResponse:
         reusable = (
             conn.complete
             and conn.keep_alive
+            and self.status < 500
             and not conn.closed
             and not conn.chunks
             and not self._head_only
@@ -267,6 +278,7 @@ class UpstreamPool:
         read_timeout: float,
         keepalive_seconds: float,
         size: int,
+        acquire_timeout: float = 5.0,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -278,6 +290,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive_seconds = keepalive_seconds
+        self.acquire_timeout = acquire_timeout
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(size)
 
@@ -318,10 +331,13 @@ class UpstreamPool:
         *,
         content_length: int | None = None,
         read_timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> UpstreamResponse:
         """Send a request and wait for the status line and headers. The caller must
         `release()` the response. `target` is the raw path and query; `headers` exclude Host
-        and framing (Content-Length / Transfer-Encoding), which are set here."""
+        and framing (Content-Length / Transfer-Encoding), which are set here. `idempotent`
+        overrides the method's own semantics (a POST with an Idempotency-Key the upstream honours
+        may be sent again). UpstreamBusy when no connection is free within `acquire_timeout`."""
         timeout = read_timeout or self.read_timeout
         head = [b"%s %s%s HTTP/1.1\r\n" % (method.encode(), self.prefix, target)]
         if not any(name.lower() == b"host" for name, _ in headers):
@@ -337,7 +353,15 @@ class UpstreamPool:
         head.append(b"\r\n")
         preamble = b"".join(head)
         replayable = not (body is not None and not isinstance(body, bytes))
-        await self._slots.acquire()
+        retryable = replayable and (method in IDEMPOTENT if idempotent is None else idempotent)
+        if self._slots.locked():  # all in use: wait, but not forever
+            try:
+                async with asyncio.timeout(self.acquire_timeout):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise UpstreamBusy("no upstream connection free in time") from exc
+        else:
+            await self._slots.acquire()
         try:
             conn = self._take_idle()
             reused = conn is not None
@@ -351,7 +375,7 @@ class UpstreamPool:
                         await conn.wait(timeout)
                 except _ReusedConnectionClosed:
                     conn.close()
-                    if reused and attempt == 1 and method in IDEMPOTENT and replayable:
+                    if reused and attempt == 1 and retryable:
                         conn, reused = None, False
                         continue
                     raise

@@ -58,6 +58,16 @@ class GatewaySettings(ShopSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=0)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     max_header_count: int = Field(default=100, ge=10)
+    # Read by the request-head guard of every process (shop_common.server), listed here so the
+    # gateway validates it: a request head not complete this long after its first byte is a 408.
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A request body is read whole (up to MAX_BODY_BYTES) before an upstream connection is taken.
+    body_idle_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest pause between two parts of a request body: 408."
+    )
+    body_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest time to receive a whole request body: 408."
+    )
 
     login_rate_limit: int = Field(
         default=10, ge=1, description="POST /auth/token per IP per window"
@@ -72,7 +82,19 @@ class GatewaySettings(ShopSettings):
     upstream_read_timeout_seconds: float = Field(default=30.0, gt=0)
     # Below uvicorn's 5 s keep-alive, so the gateway never reuses a socket the upstream is closing.
     upstream_keepalive_seconds: float = Field(default=4.0, gt=0)
-    upstream_pool_size: int = Field(default=100, ge=1)
+    upstream_pool_size: int = Field(
+        default=100, ge=1, description="Requests in flight to one upstream at most."
+    )
+    upstream_acquire_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Wait for a free upstream connection, then 503."
+    )
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - the listener is meant for the private network
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the separate /metrics listener; unset: no metrics listener.",
+    )
     health_timeout_seconds: float = Field(default=1.0, gt=0)
     openapi_cache_seconds: float = Field(default=30.0, ge=0)
 

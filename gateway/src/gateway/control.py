@@ -7,9 +7,8 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.openapi import MergedSpec, Spec
@@ -17,9 +16,8 @@ from gateway.proxy import Upstreams
 from shop_common.docs import DOCS_PATHS, docs_router
 from shop_common.errors import problem_response
 
-CONTROL_PATHS = frozenset(
-    {"/health", "/health/live", "/health/ready", "/metrics", "/openapi.json", *DOCS_PATHS}
-)
+# /metrics is not here: it is served on its own listener (METRICS_PORT, gateway.metrics).
+CONTROL_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/openapi.json", *DOCS_PATHS})
 
 
 async def _get(
@@ -106,10 +104,6 @@ def control_router(
     @router.get("/health/ready")
     async def health_ready(request: Request) -> JSONResponse:
         return await _aggregate(request)
-
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/openapi.json")
     async def openapi() -> JSONResponse:

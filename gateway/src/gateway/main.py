@@ -14,6 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -140,9 +141,18 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
         upstreams.pools.update(
             {name: make_pool(settings, url) for name, url in upstreams.bases.items()}
         )
+        # /metrics on its own listener, never on the public port (a private-network scrape).
+        metrics = (
+            start_http_server(settings.metrics_port, settings.metrics_host)[0]
+            if settings.metrics_port is not None
+            else None
+        )
         try:
             yield
         finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
             for pool in upstreams.pools.values():
                 pool.close()
             upstreams.pools.clear()

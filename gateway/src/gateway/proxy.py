@@ -1,21 +1,24 @@
-"""The hot path: a plain ASGI handler that streams a request to its upstream and the answer back.
+"""The hot path: a plain ASGI handler that sends a request to its upstream and streams the answer back.
 
-One pooled client per upstream (gateway.client, built in the lifespan). Headers stay bytes from
-the ASGI server to the upstream socket and back; nothing is retried except an idempotent request
-whose kept-alive connection was found closed before any byte of the answer."""
+One pooled client per upstream (gateway.client, built in the lifespan). A request body is read
+whole from the client (bounded in size and time) before an upstream connection is taken, so a
+slow client holds only its own socket. Headers stay bytes from the ASGI server to the upstream
+socket and back; nothing is retried except an idempotent request (or a POST with an
+Idempotency-Key) whose kept-alive connection was found closed before any byte of the answer."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.client import Headers, UpstreamError, UpstreamPool, UpstreamTimeout
+from gateway.client import Headers, UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from gateway.config import GatewaySettings
 from gateway.ratelimit import RateLimiter
 from gateway.routing import resolve
@@ -44,8 +47,10 @@ _REPLACED_REQUEST = frozenset(
 _DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-length", b"expect"}
 # uvicorn adds its own date/server; the request id is added by the gateway on the way out.
 _DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
-SMALL_BODY_BYTES = 64 * 1024  # read whole below this: one send instead of a streaming loop
+SMALL_BODY_BYTES = 64 * 1024  # answers read whole below this: one send instead of a loop
 LOGIN_PATHS = frozenset({"/auth/token", "/auth/token/"})
+# Prefixes whose POST honours Idempotency-Key (DESIGN §4): only those may be sent again.
+KEYED_POST_PREFIXES = frozenset({"orders"})
 
 
 class BodyTooLarge(Exception):
@@ -71,6 +76,7 @@ def make_pool(settings: GatewaySettings, base_url: str) -> UpstreamPool:
         read_timeout=settings.upstream_read_timeout_seconds,
         keepalive_seconds=settings.upstream_keepalive_seconds,
         size=settings.upstream_pool_size,
+        acquire_timeout=settings.upstream_acquire_timeout_seconds,
     )
 
 
@@ -78,11 +84,29 @@ def _problem(status: int, title: str, path: str, **extra: Any) -> JSONResponse:
     return problem_response(status, title, instance=path, **extra)
 
 
-async def _read_all(receive: Receive, first: bytes, limit: int) -> bytes:
-    chunks = [first]
-    size = len(first)
+class BodyTimeout(Exception):
+    pass
+
+
+async def read_body(
+    receive: Receive, limit: int, idle_seconds: float, total_seconds: float
+) -> bytes:
+    """The whole request body, before any upstream connection is taken: a slow client holds
+    only its own socket. BodyTooLarge past `limit`, BodyTimeout after `idle_seconds` without a
+    byte or `total_seconds` in all, ClientGone when the client leaves."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_seconds
+    chunks: list[bytes] = []
+    size = 0
     while True:
-        message = await receive()
+        wait = min(idle_seconds, deadline - loop.time())
+        if wait <= 0:
+            raise BodyTimeout
+        try:
+            async with asyncio.timeout(wait):
+                message = await receive()
+        except TimeoutError as exc:
+            raise BodyTimeout from exc
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk: bytes = message.get("body", b"")
@@ -91,34 +115,21 @@ async def _read_all(receive: Receive, first: bytes, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class _Streamed:
-    """A request body read from ASGI while the client sends it; counts bytes against the limit."""
+def public_location(value: bytes) -> bytes:
+    """An upstream's absolute redirect target made relative to the gateway's own origin.
 
-    def __init__(self, receive: Receive, first: bytes, limit: int) -> None:
-        self.receive = receive
-        self.first = first
-        self.limit = limit
-        self.too_large = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        size = len(self.first)
-        yield self.first
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                self.too_large = True
-                raise BodyTooLarge
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+    The services build absolute URLs from the Host they were sent (the client's, unchecked) or,
+    without one, from their own internal address; neither may reach the client. The services
+    never redirect off-site, so the scheme and authority are always dropped."""
+    parts = urlsplit(value)
+    if not parts.scheme and not parts.netloc:
+        return value
+    relative = urlunsplit((b"", b"", parts.path or b"/", parts.query, parts.fragment))
+    # `//evil.com/x` (a network-path reference) must not survive as a path either
+    return b"/" + relative.lstrip(b"/")
 
 
 class Proxy:
@@ -163,6 +174,7 @@ class Proxy:
         forwarded_for: bytes | None = None
         host: bytes | None = None
         hop: list[bytes] = []
+        idempotency_key = False
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
             if name in _DROP_REQUEST:
@@ -177,6 +189,8 @@ class Proxy:
                 continue
             if name == b"host":
                 host = value
+            elif name == b"idempotency-key":
+                idempotency_key = True
             headers.append((name, value))
         if header_bytes > self.max_header_bytes or len(scope["headers"]) > self.max_header_count:
             await _problem(
@@ -219,9 +233,7 @@ class Proxy:
                 )(scope, receive, send)
                 return target.upstream
 
-        body: bytes | AsyncIterator[bytes] | None = None
-        length: int | None = None
-        streamed: _Streamed | None = None
+        body: bytes | None = None
         try:
             if content_length is not None:
                 if not content_length.isdigit():
@@ -229,26 +241,28 @@ class Proxy:
                         400, "Bad Request", target.path, detail="Invalid Content-Length."
                     )(scope, receive, send)
                     return target.upstream
-                length = int(content_length)
-                if length > self.max_body:
+                if int(content_length) > self.max_body:
                     raise BodyTooLarge
-                has_body = length > 0
+                has_body = int(content_length) > 0
             if has_body:
-                first = await receive()
-                if first["type"] == "http.disconnect":
-                    return target.upstream
-                chunk: bytes = first.get("body", b"")
-                if len(chunk) > self.max_body:
-                    raise BodyTooLarge
-                if not first.get("more_body", False):
-                    body = chunk
-                elif length is not None and length <= SMALL_BODY_BYTES:
-                    body = await _read_all(receive, chunk, self.max_body)
-                else:
-                    streamed = _Streamed(receive, chunk, self.max_body)
-                    body = streamed.chunks()
+                body = await read_body(
+                    receive,
+                    self.max_body,
+                    self.settings.body_idle_timeout_seconds,
+                    self.settings.body_read_timeout_seconds,
+                )
         except BodyTooLarge:
             await self._too_large(scope, receive, send, target.path)
+            return target.upstream
+        except BodyTimeout:
+            await _problem(
+                408,
+                "Request Timeout",
+                target.path,
+                type="/problems/request-timeout",
+                detail="The request body was not received in time.",
+                headers={"Connection": "close"},
+            )(scope, receive, send)
             return target.upstream
         except ClientGone:
             return target.upstream
@@ -260,19 +274,25 @@ class Proxy:
         pool = self.upstreams.pools[target.upstream]
         started = False
         try:
+            # A POST /orders/ carrying an Idempotency-Key is deduplicated by orders (DESIGN §4):
+            # sending it again after a dropped kept-alive connection cannot place it twice.
+            # (catalog and users ignore the header: their POSTs are never sent twice.)
+            keyed = method == "POST" and idempotency_key and target.prefix in KEYED_POST_PREFIXES
             response = await pool.request(
-                method, request_target, headers, body, content_length=length
+                method, request_target, headers, body, idempotent=True if keyed else None
             )
-        except (BodyTooLarge, UpstreamError) as exc:
-            if streamed is not None and streamed.too_large:
-                await self._too_large(scope, receive, send, target.path)
-            elif isinstance(exc, UpstreamError):
-                await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
-            return target.upstream
-        except ClientGone:
+        except UpstreamError as exc:
+            await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
             return target.upstream
         try:
-            out = [(n, v) for n, v in response.headers if n.lower() not in _DROP_RESPONSE]
+            out = []
+            for name, value in response.headers:
+                lowered = name.lower()
+                if lowered in _DROP_RESPONSE:
+                    continue
+                if lowered == b"location":
+                    value = public_location(value)
+                out.append((name, value))
             size = response.content_length
             if method == "HEAD" or (size is not None and size <= SMALL_BODY_BYTES):
                 payload = await response.read()
@@ -305,6 +325,7 @@ class Proxy:
             type="/problems/content-too-large",
             detail=f"The request body is limited to {self.max_body} bytes.",
             max_bytes=self.max_body,
+            headers={"Connection": "close"},  # the rest of the body is not worth reading
         )(scope, receive, send)
 
     async def _upstream_failed(
@@ -316,7 +337,12 @@ class Proxy:
         path: str,
         exc: UpstreamError,
     ) -> None:
-        if isinstance(exc, UpstreamTimeout):
+        headers: dict[str, str] | None = None
+        if isinstance(exc, UpstreamBusy):
+            status, title, slug = 503, "Service Unavailable", "upstream-busy"
+            detail = f"The {upstream} service is at its concurrency limit; retry shortly."
+            headers = {"Retry-After": "1"}
+        elif isinstance(exc, UpstreamTimeout):
             status, title, slug = 504, "Gateway Timeout", "upstream-timeout"
             detail = f"The {upstream} service did not answer in time."
         else:
@@ -324,5 +350,11 @@ class Proxy:
             detail = f"The {upstream} service cannot be reached."
         log.warning("upstream %s failed: %s", upstream, exc)
         await _problem(
-            status, title, path, type=f"/problems/{slug}", detail=detail, upstream=upstream
+            status,
+            title,
+            path,
+            type=f"/problems/{slug}",
+            detail=detail,
+            upstream=upstream,
+            headers=headers,
         )(scope, receive, send)

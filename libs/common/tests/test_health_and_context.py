@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Callable
 
 import pytest
@@ -107,3 +109,24 @@ def test_metrics_are_exposed_in_prometheus_format(client_for: ClientFactory) -> 
         'shop_http_requests_total{method="GET",route="/health/live",service="scratch",status="200"}'
         in response.text
     )
+
+
+def test_ready_is_503_within_two_seconds_when_the_database_never_answers(
+    client_for: ClientFactory, shop_db: ShopDatabase
+) -> None:
+    """A dead PostgreSQL behind PgBouncer: the connection is accepted and then nothing comes
+    back. A listening socket that never accepts is that database (the kernel completes the
+    handshake); libpq's own connect timeout is 5 s."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        client = client_for(database_url=f"postgresql+psycopg2://nobody:x@127.0.0.1:{port}/none")
+
+        started = time.monotonic()
+        response = client.get("/health/ready")
+        elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == {"status": "down", "error": "timeout"}
+    assert elapsed < 4.5  # the 1.5 s deadline with room for a busy machine; before: 5 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,10 +27,35 @@ def alembic_heads(alembic_ini: Path) -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(config).get_heads())
 
 
+# A dead PostgreSQL behind PgBouncer does not refuse: the login or the query waits in
+# PgBouncer's queue. Readiness answers "down" after this long instead of waiting for it.
+READINESS_TIMEOUT_SECONDS = 1.5
+
+
 class ReadinessProbe:
-    def __init__(self, schema: str, expected_heads: frozenset[str]) -> None:
+    def __init__(
+        self,
+        schema: str,
+        expected_heads: frozenset[str],
+        timeout_seconds: float = READINESS_TIMEOUT_SECONDS,
+    ) -> None:
         self.schema = schema
         self.expected_heads = expected_heads
+        self.timeout_seconds = timeout_seconds
+        # One check in flight at a time: a hung database holds one worker thread, not one per poll.
+        self._running: asyncio.Future[tuple[bool, dict[str, Any]]] | None = None
+
+    async def check_within_deadline(self, engine: Engine) -> tuple[bool, dict[str, Any]]:
+        """`check` in a worker thread, "down" (error "timeout") after `timeout_seconds`."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(run_in_threadpool(self.check, engine))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._running), self.timeout_seconds)
+        except TimeoutError:
+            return False, {
+                "database": {"status": "down", "error": "timeout"},
+                "migrations": {"status": "unknown"},
+            }
 
     def check(self, engine: Engine) -> tuple[bool, dict[str, Any]]:
         start = time.perf_counter()
@@ -70,7 +96,7 @@ def health_router(
         return {"status": "ok", "service": service}
 
     async def _ready(request: Request) -> JSONResponse:
-        ok, checks = await run_in_threadpool(probe.check, engine(request))
+        ok, checks = await probe.check_within_deadline(engine(request))
         if ok:
             return JSONResponse({"status": "ok", "service": service, "checks": checks})
         return problem_response(

@@ -214,6 +214,9 @@ class ServiceProcess:
             APPS[self.name],
             "--timeout-graceful-shutdown",
             "5",
+            # uvicorn's httptools protocol with a bound on the request head (431 / 408).
+            "--http",
+            "shop_common.server:GuardedHttpToolsProtocol",
             # The gateway sets X-Forwarded-For itself; uvicorn must not believe a client's copy.
             *(["--no-proxy-headers"] if self.name == "gateway" else []),
             host=self.host,
