@@ -17,7 +17,9 @@ from shop_common.docs import DOCS_PATHS, docs_router
 from shop_common.errors import problem_response
 
 # /metrics is not here: it is served on its own listener (METRICS_PORT, gateway.metrics).
-CONTROL_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/openapi.json", *DOCS_PATHS})
+CONTROL_PATHS = frozenset(
+    {"/health", "/health/live", "/health/ready", "/openapi.json", *DOCS_PATHS}
+)
 
 
 async def _get(
