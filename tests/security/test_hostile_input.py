@@ -127,7 +127,8 @@ def test_claims_of_the_wrong_type_are_401(
 def test_string_false_superuser_claim_does_not_read_admin_stats(
     stack: RunningStack, jwt_keys: TestKeys, admin: Account
 ) -> None:
-    token = jwt_keys.token(admin.id, admin.username, is_superuser="false")
+    claims: dict[str, Any] = {"is_superuser": "false"}
+    token = jwt_keys.token(admin.id, admin.username, **claims)
 
     response = httpx.get(
         f"{stack.url('orders')}/orders/stats/summary",

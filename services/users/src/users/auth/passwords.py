@@ -67,17 +67,17 @@ class Passwords:
         self._hash = PasswordHash(
             (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
         )
-        self._gate = gate or HashGate(concurrency=64, queue_size=0, wait_seconds=1.0)
+        self.gate = gate or HashGate(concurrency=64, queue_size=0, wait_seconds=1.0)
         # Verified against when the login names nobody: same parameters, so the same cost.
         self._dummy_hash = self._hash.hash(secrets.token_urlsafe(32))
 
     def hash(self, password: str) -> str:
-        return self._gate.run(lambda: self._hash.hash(normalize_password(password)))
+        return self.gate.run(lambda: self._hash.hash(normalize_password(password)))
 
     def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
         """(matches, new hash when the stored one was made with other parameters or before
         normalisation)."""
-        return self._gate.run(lambda: self._verify(password, hashed))
+        return self.gate.run(lambda: self._verify(password, hashed))
 
     def _verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
         normalized = normalize_password(password)
@@ -94,4 +94,4 @@ class Passwords:
 
     def verify_dummy(self, password: str) -> None:
         """Spend the time of a real verification; the result is meaningless by construction."""
-        self._gate.run(lambda: self._hash.verify(normalize_password(password), self._dummy_hash))
+        self.gate.run(lambda: self._hash.verify(normalize_password(password), self._dummy_hash))
