@@ -18,23 +18,29 @@ pytestmark = pytest.mark.stack
 
 PROBLEM = "application/problem+json"
 SERVICES = ("users", "catalog", "orders")
-# One authenticated write per service that takes a JSON body.
-WRITES = {"users": "/users/bulk", "catalog": "/products/", "orders": "/orders/"}
+# One authenticated write per service that takes a JSON body, and one of its fields.
+WRITES = {
+    "users": ("/users/", "bio"),
+    "catalog": ("/products/", "name"),
+    "orders": ("/orders/", "items"),
+}
 # One authenticated read per service that takes a free-text or filter query parameter.
 READS = {"users": "/users/", "catalog": "/products/", "orders": "/orders/"}
 
 
-def deep_json(levels: int) -> bytes:
-    return b'{"items":' + b"[" * levels + b"]" * levels + b"}"
+def deep_json(levels: int, field: str = "bio") -> bytes:
+    """A declared field nested `levels` deep: the value every field validator walks."""
+    return b'{"' + field.encode() + b'":' + b"[" * levels + b"]" * levels + b"}"
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_json_nested_400_levels_is_422_not_500(
     stack: RunningStack, admin: Account, service: str
 ) -> None:
+    path, field = WRITES[service]
     response = httpx.post(
-        f"{stack.url(service)}{WRITES[service]}",
-        content=deep_json(400),
+        f"{stack.url(service)}{path}",
+        content=deep_json(400, field),
         headers={**admin.headers, "Content-Type": "application/json"},
         timeout=30,
     )
