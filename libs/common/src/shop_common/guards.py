@@ -1,6 +1,6 @@
 """Request input guards every service gets (pure ASGI, before routing): 422 problem+json for
-- NUL or text that is not UTF-8 in the query string (or NUL in the path): PostgreSQL text cannot
-  hold NUL, and Starlette would silently turn undecodable bytes into U+FFFD;
+- NUL or text that is not UTF-8 in the query string: PostgreSQL text cannot hold NUL, and
+  Starlette would silently turn undecodable bytes into U+FFFD;
 - a JSON body nested deeper than MAX_JSON_DEPTH: deep nesting costs recursion in the parser and
   in every validator that walks the value, and no request of this API needs more than a few levels.
 """
@@ -76,9 +76,8 @@ class InputGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Paths are left to the routes: a lookup by an impossible key is a 404 there, by design.
         problem = query_problem(scope.get("query_string", b""))
-        if problem is None and "\x00" in scope.get("path", ""):
-            problem = "the path must not contain NUL characters"
         if problem is not None:
             await self._reject(scope, receive, send, problem, ["query"], "query_invalid")
             return
