@@ -101,25 +101,82 @@ class TestStamps:
             run_stamps(DOWN_URL, prefix, calls)
         assert raised.value.headers["Retry-After"] == "1"
 
-    def test_a_fresh_cached_stamp_is_still_used_when_redis_goes_down(
+    def test_a_fresh_copy_is_still_used_when_redis_goes_down_then_refused(
         self, publisher: StampPublisher, prefix: str
     ) -> None:
         publisher.publish({10: 1})
 
-        async def calls(stamps: RedisStamps, clock: FakeClock) -> tuple[int, str]:
-            first = await stamps.min_version(10)
-            await stamps._client.connection_pool.disconnect()
-            stamps._client = async_redis(DOWN_URL)  # Redis "goes away"
-            clock.now += 0.5
-            cached = await stamps.min_version(10)
-            clock.now += 0.6
+        async def scenario() -> tuple[int, int, str]:
+            proxy = await RedisProxy.start()
+            client = async_redis(f"redis://127.0.0.1:{proxy.port}/0")
+            clock = FakeClock()
+            stamps = RedisStamps(client, prefix=prefix, clock=clock)
             try:
-                await stamps.min_version(10)
-            except RevocationUnavailable:
-                return first + cached, "refused"
-            return first + cached, "accepted"
+                first = await stamps.min_version(10)
+                await proxy.stop()  # Redis "goes away"
+                clock.now += 0.5
+                cached = await stamps.min_version(10)
+                clock.now += 0.6
+                try:
+                    await stamps.min_version(10)
+                except RevocationUnavailable:
+                    return first, cached, "refused"
+                return first, cached, "accepted"
+            finally:
+                await client.aclose()
 
-        assert run_stamps(REDIS_URL, prefix, calls) == (2, "refused")
+        assert asyncio.run(scenario()) == (1, 1, "refused")
+
+    def test_only_changes_are_read_after_the_first_sync(
+        self, publisher: StampPublisher, prefix: str
+    ) -> None:
+        publisher.publish({13: 1, 14: 1})
+
+        async def calls(stamps: RedisStamps, clock: FakeClock) -> list[int]:
+            seen = [await stamps.min_version(13), await stamps.min_version(14)]
+            publisher.publish({14: 2, 13: 1})  # 13 rewritten unchanged, 14 revoked again
+            clock.now += 1.0
+            seen += [await stamps.min_version(13), await stamps.min_version(14)]
+            return seen
+
+        assert run_stamps(REDIS_URL, prefix, calls) == [1, 1, 1, 2]
+
+
+class RedisProxy:
+    """A TCP forwarder to the local Redis that can be cut, to stand for Redis going away."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @classmethod
+    async def start(cls) -> RedisProxy:
+        proxy = cls()
+        proxy._server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
+        proxy.port = proxy._server.sockets[0].getsockname()[1]
+        return proxy
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
 
 
 def _verifier(keys: TestKeys, stamps: Any = None) -> TokenVerifier:
