@@ -2,10 +2,10 @@
 side in one run (interleaved rounds, median per variant, process CPU from time.process_time()).
 
 - `no_check`: shop_common's TokenVerifier without stamps (EdDSA signature + strict claims);
-- `check_cached`: with Redis stamps, the user's stamp in the local cache (the steady state: one
-  Redis read per user per second at most);
-- `check_redis_read`: with Redis stamps and a cache that never hits, so every verification also
-  reads Redis (the once-a-second miss; the Redis server's own CPU is not counted).
+- `check_cached`: with Redis stamps, the local copy fresh (the steady state);
+- `check_redis_read`: with Redis stamps and a copy that is always stale, so every verification
+  also fetches the changes from Redis (what one request per process per second pays; the Redis
+  server's own CPU is not counted).
 
 The verifier runs exactly this code on catalog and orders for every authenticated request (for
 `POST /orders/` too). users does not use it: GET /users/me compares the token's `ver` with the row
@@ -95,7 +95,6 @@ async def _measure(redis_url: str, calls: int, rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "cpu_ms_per_verify": {name: round(value, 4) for name, value in median.items()},
         "check_cost_ms": {"cached": round(cached_cost, 4), "redis_read": round(read_cost, 4)},
-        # A user sending r requests/s pays one read per second and r - 1 cache hits.
         "target_ms": TARGET_MS,
         "passed": cached_cost <= TARGET_MS,
     }
@@ -120,9 +119,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| variant | ms CPU per verification | check's own cost |",
         "|---|---:|---:|",
         f"| no revocation check | {cpu['no_check']:.4f} | |",
-        f"| check, stamp cached (steady state) | {cpu['check_cached']:.4f} | "
+        f"| check, local copy fresh (steady state) | {cpu['check_cached']:.4f} | "
         f"{cost['cached']:+.4f} ms |",
-        f"| check, stamp read from Redis (once per user per second) | "
+        f"| check, copy refreshed from Redis (once per process per second) | "
         f"{cpu['check_redis_read']:.4f} | {cost['redis_read']:+.4f} ms |",
         "",
         f"Target ≤ {result['target_ms']} ms CPU per request for the check: "
