@@ -3,9 +3,11 @@ whole family, logout, and refusal after the account's sessions are revoked."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
 
 if TYPE_CHECKING:
     from conftest import Account, AccountFactory
@@ -113,3 +115,30 @@ class TestRefreshGrant:
         )
 
         assert response.status_code == 422
+
+
+class TestExpiry:
+    def test_an_expired_refresh_token_is_refused_and_cleared_at_the_next_login(
+        self, client: TestClient, make_account: AccountFactory, admin_engine: Engine
+    ) -> None:
+        account = make_account()
+        tokens = sign_in(client, account)
+        token_id = uuid.UUID(hex=tokens["refresh_token"].partition(".")[0])
+        with admin_engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE users.refresh_tokens SET expires_at = now() - interval '1 second' "
+                    "WHERE id = :id"
+                ),
+                {"id": token_id},
+            )
+
+        refused = refresh(client, tokens["refresh_token"])
+        sign_in(client, account)
+
+        assert refused.status_code == 400
+        with admin_engine.connect() as conn:
+            left = conn.scalar(
+                text("SELECT count(*) FROM users.refresh_tokens WHERE id = :id"), {"id": token_id}
+            )
+        assert left == 0

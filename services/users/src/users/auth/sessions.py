@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shop_common.errors import BadRequest
@@ -179,7 +179,14 @@ def _digest(secret: str) -> bytes:
 def create_refresh_token(
     session: Session, user_id: int, ttl_seconds: int, family_id: uuid.UUID | None = None
 ) -> str:
-    """A new token of `family_id` (a new family: a login). Flushes, never commits."""
+    """A new token of `family_id` (a new family: a login, which also deletes the user's expired
+    tokens, so the table holds only live ones and their recent history). Flushes, never commits."""
+    if family_id is None:
+        session.execute(
+            delete(RefreshToken)
+            .where(RefreshToken.user_id == user_id, RefreshToken.expires_at < datetime.now(UTC))
+            .execution_options(synchronize_session=False)
+        )
     token_id = uuid.uuid4()
     secret = secrets.token_urlsafe(32)
     session.add(
