@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shopbench import pyspy, report, scenarios
+from shopbench import pyspy, report, revocation, scenarios
 from shopbench.environment import bench_environment
 from shopbench.runner import SERVICES, Runner, scenario_json
 from shopbench.seed import seed
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             contention = scenarios.contention_check(
                 env, data, measured["order_contention"].merged()
             )
+        _say("measuring the revocation check (micro-benchmark)")
+        revocation_check = revocation.measure(config.redis_url or "redis://127.0.0.1:6379/0")
     compared = report.comparisons(results)
     document: dict[str, Any] = {
         "run": {
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "comparisons": compared,
         "contention": contention,
         "targets": report.targets(results, compared, contention),
+        "revocation_check": revocation_check,
     }
     if profiles:
         document["profiles"] = profiles

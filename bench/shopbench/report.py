@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shopbench.revocation import markdown as revocation_markdown
+
 
 @dataclass(frozen=True)
 class Target:
@@ -203,6 +205,8 @@ def markdown(report: dict[str, Any]) -> str:
         total = used.get("total", 0.0)
         ceiling = f"{meta['cpus'] * 1000 / total:,.0f}" if total else ""
         out.append(f"| {key} | " + " | ".join(cells) + f" | {total:.2f} | {ceiling} |")
+    if report.get("revocation_check"):
+        out += revocation_markdown(report["revocation_check"])
     contention = report.get("contention")
     if contention:
         out += ["", "## Contention check (scenario 4)", ""]

@@ -52,6 +52,12 @@ def make_settings(shop_db: ShopDatabase, **overrides: Any) -> UsersSettings:
         **shop_db.settings_kwargs("users"),
         "login_rate_limit_per_minute": 100_000,
         "login_rate_limit_burst": 100_000,
+        "registration_rate_limit_per_minute": 100_000,
+        "registration_rate_limit_burst": 100_000,
+        "registration_global_rate_limit_per_minute": 100_000,
+        "registration_global_rate_limit_burst": 100_000,
+        "password_hash_queue_size": 1_000,
+        "password_hash_wait_seconds": 30,
     }
     kwargs.update(overrides)
     return UsersSettings(**kwargs)

@@ -36,8 +36,8 @@ class TestLogin:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"access_token", "token_type", "expires_in"}
-        assert (body["token_type"], body["expires_in"]) == ("bearer", 900)
+        assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
+        assert (body["token_type"], body["expires_in"]) == ("bearer", 300)  # 5 minutes
         header = jwt.get_unverified_header(body["access_token"])
         assert (header["alg"], header["kid"]) == ("EdDSA", jwt_keys.kid)
         claims = jwt.decode(
@@ -56,13 +56,14 @@ class TestLogin:
             "exp",
             "iat",
             "jti",
+            "ver",
         }
         assert (claims["sub"], claims["username"], claims["is_superuser"]) == (
             str(account.id),
             account.username,
             False,
         )
-        assert claims["exp"] - claims["iat"] == 900
+        assert claims["exp"] - claims["iat"] == 300
         assert abs(claims["iat"] - time.time()) < 60
 
     def test_login_by_email_in_any_case_works(

@@ -33,6 +33,7 @@ def users_url(shop_db: ShopDatabase, tmp_path_factory: pytest.TempPathFactory) -
         "FIRST_SUPERUSER_PASSWORD": SUPERUSER_PASSWORD,
         "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
         "LOGIN_RATE_LIMIT_BURST": "100000",
+        "REGISTRATION_RATE_LIMIT_BURST": "100",
         "LOG_LEVEL": "WARNING",
     }
     log: Path = tmp_path_factory.mktemp("users-process") / "users.log"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,10 +18,14 @@ from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
 from shop_common.db import DATABASE_PROBLEMS, make_engine, make_sessionmaker
 from shop_common.docs import docs_router
 from shop_common.errors import PROBLEM_RESPONSES, install_problem_handlers
+from shop_common.guards import InputGuardMiddleware
 from shop_common.health import ReadinessProbe, alembic_heads, health_router
 from shop_common.logs import configure_logging
 from shop_common.middleware import RequestContextMiddleware
+from shop_common.revocation import RedisStamps, async_redis
 from shop_common.settings import ShopSettings
+
+log = logging.getLogger("shop.app")
 
 ExtraLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -38,6 +43,9 @@ class ServiceSpec:
     # Where verification keys come from; default: the JWKS at settings.jwks_url.
     key_source: Callable[[FastAPI], KeySource] | None = None
     openapi_tags: list[dict[str, Any]] = field(default_factory=list)
+    # Check tokens against the revocation stamps in Redis (settings.redis_url). The users service
+    # turns this off: it reads the same version from its own database on every request.
+    check_revocation: bool = True
 
 
 def _engine(request: Request) -> Engine:
@@ -70,6 +78,16 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        stamps_client = (
+            async_redis(settings.redis_url)
+            if spec.check_revocation and settings.redis_url
+            else None
+        )
+        if spec.check_revocation and stamps_client is None:
+            log.warning(
+                "REDIS_URL is not set: revoked sessions keep working here until their access "
+                "token expires"
+            )
         async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as jwks_client:
             keys = (
                 spec.key_source(app)
@@ -77,7 +95,16 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
                 else _default_key_source(settings, jwks_client)
             )
             app.state.token_verifier = TokenVerifier(
-                keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+                keys,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                stamps=None
+                if stamps_client is None
+                else RedisStamps(
+                    stamps_client,
+                    prefix=settings.redis_key_prefix,
+                    cache_seconds=settings.revocation_cache_seconds,
+                ),
             )
             try:
                 if spec.extra_lifespan is None:
@@ -87,6 +114,8 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
                         yield
             finally:
                 engine.dispose()
+                if stamps_client is not None:
+                    await stamps_client.aclose()
 
     app = FastAPI(
         title=spec.name,
@@ -104,5 +133,6 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
     app.include_router(health_router(spec.name, probe, _engine), responses=PROBLEM_RESPONSES)
     for router in spec.routers:
         app.include_router(router, responses=PROBLEM_RESPONSES)
+    app.add_middleware(InputGuardMiddleware)  # inside the request context: 422s carry the id
     app.add_middleware(RequestContextMiddleware, service=spec.name)
     return app

@@ -2,7 +2,12 @@
 
 Tokens are EdDSA (Ed25519) JWTs issued by the users service and published as a JWKS. Verification
 pins the algorithm, issuer and audience and requires exp/iat/sub/jti; keys are cached and refetched
-when a token names an unknown `kid` (at most once per `min_refresh_seconds`)."""
+when a token names an unknown `kid` (at most once per `min_refresh_seconds`).
+
+Claims are read strictly: `sub` is a decimal string naming a positive 32-bit id, `is_superuser` a
+JSON boolean, `iat`/`ver` integers (a bool is not an integer here); anything else is a 401. With
+revocation stamps configured (shop_common.revocation), a token whose `ver` is below the user's
+published version is refused."""
 
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.algorithms import OKPAlgorithm
 
 from shop_common.errors import Forbidden, Unauthorized
+from shop_common.revocation import RevocationStamps
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud", "jti")
+MAX_USER_ID = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +38,8 @@ class Principal:
     username: str
     is_superuser: bool
     token_id: str
-    issued_at: int = 0  # the token's `iat` (epoch seconds): lets an issuer refuse older tokens
+    issued_at: int = 0  # the token's `iat` (epoch seconds)
+    token_version: int = 0  # the token's `ver`: the user's session version when it was issued
 
     def can_act_for(self, user_id: int) -> bool:
         return self.is_superuser or self.id == user_id
@@ -100,14 +108,54 @@ def _parse_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
     return keys
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """Strict reading of verified claims; InvalidToken for any claim of the wrong type."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit() or sub[0] == "0":
+        raise InvalidToken("the token subject is not a user id")
+    user_id = int(sub) if len(sub) <= 10 else 0
+    if not 1 <= user_id <= MAX_USER_ID:
+        raise InvalidToken("the token subject is not a user id")
+    is_superuser = claims.get("is_superuser", False)
+    username = claims.get("username", "")
+    version = claims.get("ver", 0)
+    jti = claims.get("jti")
+    iat = claims.get("iat")
+    if not isinstance(is_superuser, bool):
+        raise InvalidToken("the is_superuser claim must be a boolean")
+    if not isinstance(username, str) or not isinstance(jti, str):
+        raise InvalidToken("username and jti claims must be strings")
+    if not isinstance(iat, int) or not _is_int(version) or version < 0 or not _is_int(iat):
+        raise InvalidToken("ver and iat claims must be non-negative integers")
+    return Principal(
+        id=user_id,
+        username=username,
+        is_superuser=is_superuser,
+        token_id=jti,
+        issued_at=iat,
+        token_version=version,
+    )
+
+
 class TokenVerifier:
     def __init__(
-        self, keys: KeySource, *, issuer: str, audience: str, leeway_seconds: int = 5
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 5,
+        stamps: RevocationStamps | None = None,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
+        self._stamps = stamps  # None: no revocation check (users checks its own database)
 
     async def verify(self, token: str) -> Principal:
         try:
@@ -132,15 +180,14 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options={"require": list(REQUIRED_CLAIMS)},
             )
-            return Principal(
-                id=int(claims["sub"]),
-                username=str(claims.get("username", "")),
-                is_superuser=bool(claims.get("is_superuser", False)),
-                token_id=str(claims["jti"]),
-                issued_at=int(claims["iat"]),
-            )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
+        principal = principal_from_claims(claims)
+        if self._stamps is not None and principal.token_version < await self._stamps.min_version(
+            principal.id
+        ):
+            raise InvalidToken("this session has been revoked; sign in again")
+        return principal
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -52,6 +52,25 @@ class ShopSettings(BaseSettings):
     )
     jwks_cache_seconds: int = Field(default=300, ge=1)
 
+    # Session revocation: users publishes a per-user token version in Redis; every service that
+    # verifies tokens reads it (docs/CONFIGURATION.md, services/users/README.md "Tokens").
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis holding session-revocation stamps (users writes, every service reads) "
+        "and the users service's rate limits. Unset: no revocation check (a warning at start-up).",
+    )
+    redis_key_prefix: str = Field(
+        default="shop:",
+        max_length=100,
+        description="Prefix of every Redis key; the same value in users, catalog and orders.",
+    )
+    revocation_cache_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=1.0,
+        description="How long a service reuses a user's revocation stamp before asking Redis.",
+    )
+
     @property
     def is_dev(self) -> bool:
         return self.environment == "dev"

@@ -37,20 +37,44 @@ class UsersSettings(ShopSettings):
     jwt_private_key_file: Path | None = Field(
         default=None, description="Path of a PEM file holding the signing key."
     )
-    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    access_token_ttl_seconds: int = Field(
+        default=300, ge=30, le=86_400, description="Lifetime of an access token (5 minutes)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=14 * 86_400,
+        ge=60,
+        le=365 * 86_400,
+        description="Lifetime of a refresh token; each use rotates it and starts a new lifetime.",
+    )
+    password_min_length: int = Field(
+        default=8, ge=8, le=64, description="Minimum password length in characters (NFKC)."
+    )
 
     argon2_memory_kib: int = Field(default=ARGON2_MIN_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     argon2_time_cost: int = Field(default=ARGON2_MIN_TIME_COST, ge=1, le=100)
     argon2_parallelism: int = Field(default=ARGON2_MIN_PARALLELISM, ge=1, le=64)
 
-    redis_url: str | None = Field(
-        default=None,
-        description="Shared store for login rate limits; without it each process limits alone.",
-    )
     login_rate_limit_per_minute: int = Field(
         default=5, ge=0, description="Login attempts per client IP and per account; 0 disables."
     )
     login_rate_limit_burst: int = Field(default=5, ge=1)
+    registration_rate_limit_per_minute: int = Field(
+        default=3, ge=0, description="Registrations per client IP; 0 disables."
+    )
+    registration_rate_limit_burst: int = Field(default=5, ge=1)
+    registration_global_rate_limit_per_minute: int = Field(
+        default=300, ge=0, description="Registrations from all clients together; 0 disables."
+    )
+    registration_global_rate_limit_burst: int = Field(default=30, ge=1)
+    password_hash_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Argon2 hashes computed at once by one process."
+    )
+    password_hash_queue_size: int = Field(
+        default=8, ge=0, le=1_000, description="Hash requests allowed to wait for a slot."
+    )
+    password_hash_wait_seconds: float = Field(
+        default=1.0, gt=0, le=30, description="Longest wait for a slot before answering 503."
+    )
     trusted_proxies: Annotated[list[IpNetwork], NoDecode] = Field(
         default_factory=lambda: [ipaddress.ip_network("127.0.0.1/32")],
         description="Peers whose X-Forwarded-For is believed (comma-separated IPs or CIDRs).",

@@ -32,16 +32,14 @@ ClientIp = Annotated[str, Depends(_client_ip)]
 
 
 def _current_account(principal: CurrentUser, session: SessionDep) -> User:
-    """The token is valid; the account must still exist and be active, and the token must not
-    predate the last password change. Roles are read from the row, not the token, so a demotion
-    takes effect at once."""
+    """The token is valid; the account must still exist and be active, and the token's version must
+    be current (revocation, users.auth.sessions: read from the row, so exact and independent of
+    Redis). Roles are read from the row, not the token."""
     user = session.get(User, principal.id)
     if user is None or not user.is_active:
         raise InvalidToken("the account of this token is inactive or no longer exists")
-    changed = user.password_changed_at
-    # iat has whole seconds: a token from the second of the change itself is still accepted.
-    if changed is not None and principal.issued_at < int(changed.timestamp()):
-        raise InvalidToken("the password was changed after this token was issued")
+    if principal.token_version < user.token_version:
+        raise InvalidToken("this session has been revoked; sign in again")
     return user
 
 

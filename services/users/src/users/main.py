@@ -14,12 +14,15 @@ from redis.retry import Retry
 
 from shop_common.app import ServiceSpec, build_service_app
 from shop_common.auth import KeySource, StaticKeys
+from shop_common.revocation import StampPublisher
 from users.accounts.router import internal_router
 from users.accounts.router import router as accounts_router
-from users.auth.passwords import Passwords
-from users.auth.ratelimit import make_login_limiter
+from users.auth.passwords import HashGate, Passwords
+from users.auth.policy import PasswordPolicy
+from users.auth.ratelimit import RegistrationLimiter, make_buckets, make_login_limiter
 from users.auth.router import router as auth_router
 from users.auth.service import AuthContext
+from users.auth.sessions import RevocationPublisher
 from users.auth.tokens import TokenIssuer, load_signing_key
 from users.config import UsersSettings
 from users.db import SCHEMA
@@ -34,6 +37,11 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         memory_kib=settings.argon2_memory_kib,
         time_cost=settings.argon2_time_cost,
         parallelism=settings.argon2_parallelism,
+        gate=HashGate(
+            concurrency=settings.password_hash_concurrency,
+            queue_size=settings.password_hash_queue_size,
+            wait_seconds=settings.password_hash_wait_seconds,
+        ),
     )
     tokens = TokenIssuer(
         load_signing_key(settings),
@@ -57,6 +65,7 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
             if settings.redis_url
             else None
         )
+        prefix = settings.redis_key_prefix
         app.state.auth = AuthContext(
             passwords=passwords,
             tokens=tokens,
@@ -64,8 +73,30 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
                 per_minute=settings.login_rate_limit_per_minute,
                 burst=settings.login_rate_limit_burst,
                 redis_client=redis_client,
+                prefix=prefix,
             ),
+            registrations=RegistrationLimiter(
+                make_buckets(
+                    per_minute=settings.registration_rate_limit_per_minute,
+                    burst=settings.registration_rate_limit_burst,
+                    redis_client=redis_client,
+                ),
+                make_buckets(
+                    per_minute=settings.registration_global_rate_limit_per_minute,
+                    burst=settings.registration_global_rate_limit_burst,
+                    redis_client=redis_client,
+                ),
+                prefix,
+            ),
+            policy=PasswordPolicy(min_length=settings.password_min_length),
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         )
+        revocations = RevocationPublisher(
+            None if redis_client is None else StampPublisher(redis_client, prefix=prefix),
+            app.state.sessionmaker,
+        )
+        app.state.revocations = revocations
+        revocations.install()
         if settings.first_superuser_username and settings.first_superuser_email:
             assert settings.first_superuser_password is not None  # noqa: S101 - settings validator
             await run_in_threadpool(
@@ -79,6 +110,7 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            revocations.close()
             if redis_client is not None:
                 redis_client.close()
 
@@ -90,5 +122,6 @@ def create_app(settings: UsersSettings | None = None) -> FastAPI:
         description="Accounts and authentication; issues the access tokens every service verifies.",
         extra_lifespan=lifespan,
         key_source=key_source,
+        check_revocation=False,  # users reads the token version from its own rows (deps.py)
     )
     return build_service_app(spec, settings)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from users.auth.passwords import Passwords
+from users.identity import email_key, username_key
 from users.models import User
 
 log = logging.getLogger("users.superuser")
@@ -26,10 +27,7 @@ def ensure_superuser(
     """True when this call created the account. Flushes, never commits."""
     exists = session.scalar(
         select(User.id).where(
-            or_(
-                func.lower(User.username) == username.lower(),
-                func.lower(User.email) == email.lower(),
-            )
+            or_(User.username_key == username_key(username), User.email_key == email_key(email))
         )
     )
     if exists is not None:
@@ -39,6 +37,8 @@ def ensure_superuser(
         .values(
             username=username,
             email=email,
+            username_key=username_key(username),
+            email_key=email_key(email),
             hashed_password=passwords.hash(password),
             is_active=True,
             is_superuser=True,

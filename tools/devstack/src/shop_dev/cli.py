@@ -97,6 +97,9 @@ def _config(use_pgbouncer: bool) -> StackConfig:
         environment=env.get("ENVIRONMENT", "dev"),
         use_pgbouncer=use_pgbouncer,
         log_json=env.get("LOG_JSON", "true").lower() == "true",
+        # Unset: catalog and orders do not check revocation (a warning in their logs).
+        redis_url=env.get("REDIS_URL") or None,
+        redis_key_prefix=env.get("REDIS_KEY_PREFIX", "shop:"),
     )
 
 

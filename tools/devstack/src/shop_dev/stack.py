@@ -4,6 +4,7 @@ One implementation serves the local launcher (`shop-dev up`) and the test harnes
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import tempfile
@@ -51,6 +52,9 @@ class StackConfig:
     use_pgbouncer: bool = True
     log_json: bool = True
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Session-revocation stamps (users writes, catalog and orders read) and users' rate limits.
+    redis_url: str | None = None
+    redis_key_prefix: str = "shop:"
 
 
 def throwaway_config(
@@ -77,6 +81,8 @@ def throwaway_config(
         superuser=superuser,
         environment="test",
         extra_env=extra_env,
+        redis_url=os.environ.get("SHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_key_prefix=f"{database_prefix}:{uuid.uuid4().hex[:12]}:",  # runs never share keys
     )
 
 
@@ -134,6 +140,9 @@ class Stack:
         if name in SERVICES:
             env["DATABASE_URL"] = self.database_url(name)
             env["MIGRATIONS_DATABASE_URL"] = self.direct_url(name)
+            if c.redis_url:
+                env["REDIS_URL"] = c.redis_url
+                env["REDIS_KEY_PREFIX"] = c.redis_key_prefix
         jwks_url = f"{self.url('users')}/.well-known/jwks.json"
         match name:
             case "users":

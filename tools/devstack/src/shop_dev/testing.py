@@ -80,6 +80,8 @@ class ShopDatabase:
         self.name = stack.config.database
         self.cluster = stack.config.cluster
         self.internal_api_token = stack.config.internal_api_token
+        self.redis_url = stack.config.redis_url
+        self.redis_key_prefix = stack.config.redis_key_prefix
 
     @property
     def admin_dsn(self) -> str:
@@ -128,7 +130,16 @@ def jwt_keys(tmp_path_factory: pytest.TempPathFactory) -> TestKeys:
 # throttle the suite itself. The stack raises them; rate limiting has tests of its own that start
 # an app or a gateway with low limits.
 TEST_STACK_ENV: dict[str, dict[str, str]] = {
-    "users": {"LOGIN_RATE_LIMIT_PER_MINUTE": "100000", "LOGIN_RATE_LIMIT_BURST": "100000"},
+    "users": {
+        "LOGIN_RATE_LIMIT_PER_MINUTE": "100000",
+        "LOGIN_RATE_LIMIT_BURST": "100000",
+        "REGISTRATION_RATE_LIMIT_PER_MINUTE": "100000",
+        "REGISTRATION_RATE_LIMIT_BURST": "100000",
+        "REGISTRATION_GLOBAL_RATE_LIMIT_PER_MINUTE": "100000",
+        "REGISTRATION_GLOBAL_RATE_LIMIT_BURST": "100000",
+        "PASSWORD_HASH_QUEUE_SIZE": "1000",
+        "PASSWORD_HASH_WAIT_SECONDS": "30",
+    },
     "gateway": {"LOGIN_RATE_LIMIT": "100000"},
 }
 
@@ -184,6 +195,8 @@ class RunningStack:
         self.admin_email = stack.config.superuser.email
         self.admin_password = stack.config.superuser.password
         self.internal_api_token = stack.config.internal_api_token
+        self.redis_url = stack.config.redis_url
+        self.redis_key_prefix = stack.config.redis_key_prefix
 
     def url(self, name: str) -> str:
         return self._stack.url(name)

@@ -25,7 +25,7 @@ from users.accounts.schemas import (
     UserSummary,
     parse_update,
 )
-from users.deps import AdminAccount, AuthDep, CurrentAccount
+from users.deps import AdminAccount, AuthDep, ClientIp, CurrentAccount
 
 router = APIRouter(prefix="/users", tags=["users"])
 internal_router = APIRouter(
@@ -52,8 +52,13 @@ def _body_schema(*models: type[Any]) -> dict[str, Any]:
 
 
 @router.post("/", status_code=201)
-def register_user(body: UserCreate, session: SessionDep, auth: AuthDep) -> UserRead:
-    return UserRead.model_validate(service.create_user(session, auth.passwords, body))
+def register_user(
+    body: UserCreate, session: SessionDep, auth: AuthDep, client_ip: ClientIp
+) -> UserRead:
+    """Rate-limited per client address and overall (429 + Retry-After); the password must pass
+    the policy (422 naming the rule, see the users README)."""
+    auth.registrations.check(client_ip=client_ip)
+    return UserRead.model_validate(service.create_user(session, auth.passwords, auth.policy, body))
 
 
 @router.get("/")
@@ -81,7 +86,9 @@ def update_me(
     body: Annotated[dict[str, Any], Body()], session: SessionDep, auth: AuthDep, me: CurrentAccount
 ) -> UserRead:
     data = parse_update(body, admin=False, partial=True)
-    return UserRead.model_validate(service.update_user(session, auth.passwords, me, me, data))
+    return UserRead.model_validate(
+        service.update_user(session, auth.passwords, auth.policy, me, me, data)
+    )
 
 
 @router.post("/bulk", status_code=201)
@@ -91,7 +98,7 @@ def create_users_bulk(
     auth: AuthDep,
     _admin: AdminAccount,
 ) -> list[UserRead]:
-    users = service.create_users_bulk(session, auth.passwords, body)
+    users = service.create_users_bulk(session, auth.passwords, auth.policy, body)
     return [UserRead.model_validate(u) for u in users]
 
 
@@ -138,7 +145,9 @@ def replace_user(
 ) -> UserRead:
     user = service.get_user_for(session, me, user_id)
     data = parse_update(body, admin=me.is_superuser, partial=False)
-    return UserRead.model_validate(service.update_user(session, auth.passwords, me, user, data))
+    return UserRead.model_validate(
+        service.update_user(session, auth.passwords, auth.policy, me, user, data)
+    )
 
 
 @router.patch("/{user_id}", openapi_extra=_body_schema(UserSelfPatch, UserAdminPatch))
@@ -151,7 +160,9 @@ def update_user(
 ) -> UserRead:
     user = service.get_user_for(session, me, user_id)
     data = parse_update(body, admin=me.is_superuser, partial=True)
-    return UserRead.model_validate(service.update_user(session, auth.passwords, me, user, data))
+    return UserRead.model_validate(
+        service.update_user(session, auth.passwords, auth.policy, me, user, data)
+    )
 
 
 @router.delete("/{user_id}", status_code=204)
@@ -163,6 +174,14 @@ def delete_user(
 ) -> Response:
     user = service.get_user_for(session, me, user_id)
     service.delete_user(session, me, user, hard=hard)
+    return Response(status_code=204)
+
+
+@router.post("/{user_id}/sessions/revoke", status_code=204)
+def revoke_user_sessions(user_id: UserId, session: SessionDep, _admin: AdminAccount) -> Response:
+    """Sign the user out everywhere: their access tokens stop working on every service within a
+    second, and their refresh tokens are revoked."""
+    service.revoke_user_sessions(session, service.get_user(session, user_id))
     return Response(status_code=204)
 
 

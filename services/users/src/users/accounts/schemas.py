@@ -3,17 +3,32 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Self
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import EmailStr, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from shop_common.schemas import Input, Output
 from users.models import USERNAME_PATTERN
 
-Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
+
+def _nfkc(value: object) -> object:
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
+# NFKC first: a fullwidth copy of "alice" is the username "alice" (and then taken if alice exists).
+Username = Annotated[str, BeforeValidator(_nfkc), StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[EmailStr, Field(max_length=254)]
+# The floor of 8 here; the other rules (and a higher PASSWORD_MIN_LENGTH) in users.auth.policy.
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Bio = Annotated[str, StringConstraints(max_length=2000)]

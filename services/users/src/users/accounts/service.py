@@ -29,9 +29,12 @@ from users.accounts.schemas import (
     UserUpdate,
 )
 from users.auth.passwords import Passwords
+from users.auth.policy import PasswordPolicy
+from users.auth.sessions import forget_deleted, revoke_sessions
+from users.identity import email_key, username_key
 from users.models import User
 
-_UNIQUE = {"uq_users_username_lower": "username", "uq_users_email_lower": "email"}
+_UNIQUE = {"uq_users_username_key": "username", "uq_users_email_key": "email"}
 
 
 def _flush_or_conflict(session: Session, username: str, email: str) -> None:
@@ -49,8 +52,11 @@ def _flush_or_conflict(session: Session, username: str, email: str) -> None:
         raise
 
 
-def create_user(session: Session, passwords: Passwords, data: UserCreate) -> User:
+def create_user(
+    session: Session, passwords: Passwords, policy: PasswordPolicy, data: UserCreate
+) -> User:
     """Self-registration: always an active, non-admin account."""
+    policy.check(data.password, username=data.username, email=data.email)
     user = User(
         username=data.username,
         email=data.email,
@@ -66,15 +72,28 @@ def create_user(session: Session, passwords: Passwords, data: UserCreate) -> Use
 
 
 def create_users_bulk(
-    session: Session, passwords: Passwords, items: Sequence[UserAdminCreate]
+    session: Session,
+    passwords: Passwords,
+    policy: PasswordPolicy,
+    items: Sequence[UserAdminCreate],
 ) -> list[User]:
     """All or nothing: every conflict (inside the batch or with existing accounts) is reported per
     item before anything is hashed or written."""
+    for index, item in enumerate(items):
+        policy.check(
+            item.password,
+            username=item.username,
+            email=item.email,
+            loc=("body", index, "password"),
+        )
     problems: list[dict[str, Any]] = []
     first_seen: dict[tuple[str, str], int] = {}
     for index, item in enumerate(items):
-        for field, value in (("username", item.username), ("email", item.email)):
-            key = (field, value.lower())
+        for field, value in (
+            ("username", username_key(item.username)),
+            ("email", email_key(item.email)),
+        ):
+            key = (field, value)
             if key in first_seen:
                 problems.append(
                     {
@@ -88,16 +107,16 @@ def create_users_bulk(
     usernames = [v for (f, v) in first_seen if f == "username"]
     emails = [v for (f, v) in first_seen if f == "email"]
     taken = session.execute(
-        select(func.lower(User.username), func.lower(User.email)).where(
-            or_(func.lower(User.username).in_(usernames), func.lower(User.email).in_(emails))
+        select(User.username_key, User.email_key).where(
+            or_(User.username_key.in_(usernames), User.email_key.in_(emails))
         )
     ).all()
     taken_usernames = {row[0] for row in taken}
     taken_emails = {row[1] for row in taken}
     for index, item in enumerate(items):
-        if item.username.lower() in taken_usernames:
+        if username_key(item.username) in taken_usernames:
             problems.append({"index": index, "field": "username", "msg": "already taken"})
-        if item.email.lower() in taken_emails:
+        if email_key(item.email) in taken_emails:
             problems.append({"index": index, "field": "email", "msg": "already registered"})
     if problems:
         problems.sort(key=lambda p: (p["index"], p["field"]))
@@ -175,7 +194,7 @@ def get_user_for(session: Session, acting: User, user_id: int) -> User:
 
 
 def get_user_by_email(session: Session, email: str) -> User:
-    user = session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    user = session.scalar(select(User).where(User.email_key == email_key(email)))
     if user is None:
         raise UserNotFound("no user with this email")
     return user
@@ -186,9 +205,16 @@ def get_user_summaries(session: Session, ids: Sequence[int]) -> list[User]:
 
 
 def update_user(
-    session: Session, passwords: Passwords, acting: User, user: User, data: UserUpdate
+    session: Session,
+    passwords: Passwords,
+    policy: PasswordPolicy,
+    acting: User,
+    user: User,
+    data: UserUpdate,
 ) -> User:
-    """Apply a validated update model; PATCH models carry only the fields the client sent."""
+    """Apply a validated update model; PATCH models carry only the fields the client sent.
+    A password change, (de)activation or a role change revokes the user's sessions: tokens issued
+    before carry the old password's trust or the old role."""
     partial = isinstance(data, UserSelfPatch | UserAdminPatch)
     changes = data.model_dump(exclude_unset=partial, exclude={"current_password", "password"})
     new_password: str | None = getattr(data, "password", None)
@@ -202,12 +228,24 @@ def update_user(
         and (changes.get("is_active") is False or changes.get("is_superuser") is False)
     ):
         raise SelfLockout("you cannot deactivate or demote your own administrator account")
+    if new_password is not None:
+        policy.check(
+            new_password,
+            username=changes.get("username", user.username),
+            email=changes.get("email", user.email),
+        )
+    revoke = new_password is not None or any(
+        field in changes and changes[field] != getattr(user, field)
+        for field in ("is_active", "is_superuser")
+    )
     for field, value in changes.items():
         setattr(user, field, value)
     if new_password is not None:
         user.hashed_password = passwords.hash(new_password)
         user.password_changed_at = datetime.now(UTC)
     _flush_or_conflict(session, user.username, user.email)
+    if revoke:
+        revoke_sessions(session, [user.id])
     return user
 
 
@@ -219,9 +257,19 @@ def delete_user(session: Session, acting: User, user: User, *, hard: bool) -> No
         raise SelfLockout("you cannot delete your own administrator account")
     if hard:
         session.delete(user)
+        session.flush()
+        forget_deleted(session, [user.id])
     else:
+        was_active = user.is_active
         user.is_active = False
-    session.flush()
+        session.flush()
+        if was_active:
+            revoke_sessions(session, [user.id])
+
+
+def revoke_user_sessions(session: Session, user: User) -> None:
+    """An administrator signs a user out everywhere (idempotent: each call revokes what exists)."""
+    revoke_sessions(session, [user.id])
 
 
 def deactivate_inactive_users(session: Session, acting: User, days: int) -> int:
@@ -236,9 +284,12 @@ def deactivate_inactive_users(session: Session, acting: User, days: int) -> int:
             func.coalesce(User.last_login_at, User.created_at) < cutoff,
         )
         .values(is_active=False)
+        .returning(User.id)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    ids = [int(i) for i in result.scalars()]
+    revoke_sessions(session, ids)
+    return len(ids)
 
 
 def delete_inactive_users(session: Session, acting: User) -> int:
@@ -246,9 +297,12 @@ def delete_inactive_users(session: Session, acting: User) -> int:
     result = session.execute(
         delete(User)
         .where(User.is_active.is_(False), User.is_superuser.is_(False), User.id != acting.id)
+        .returning(User.id)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    ids = [int(i) for i in result.scalars()]
+    forget_deleted(session, ids)
+    return len(ids)
 
 
 def count_users_by_activity(session: Session) -> tuple[int, int]:

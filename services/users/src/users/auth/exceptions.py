@@ -15,3 +15,7 @@ class AccountInactive(Forbidden):
 
 class LoginRateLimited(TooManyRequests):
     title = "Too many login attempts"
+
+
+class RegistrationRateLimited(TooManyRequests):
+    title = "Too many registrations"

@@ -1,4 +1,5 @@
-"""Login rate limits per client IP and per account: GCRA buckets in Redis, or in memory.
+"""Rate limits on what costs an Argon2 hash: logins per client IP and per account, registrations
+per client IP and overall. GCRA buckets in Redis (shared by replicas), or in memory.
 
 GCRA ("generic cell rate algorithm") keeps one timestamp per key, the theoretical arrival time
 (TAT). With an emission interval T = 60 / rate and a burst B, an attempt is allowed while
@@ -17,11 +18,10 @@ from typing import Any, Protocol
 
 import redis
 
-from users.auth.exceptions import LoginRateLimited
+from users.auth.exceptions import LoginRateLimited, RegistrationRateLimited
 
 log = logging.getLogger("users.ratelimit")
 
-_KEY_PREFIX = "shop:users:login:"
 _MAX_MEMORY_KEYS = 100_000
 
 # KEYS: bucket keys. ARGV: interval seconds, tolerance seconds. Returns the wait in seconds
@@ -116,33 +116,73 @@ class RedisBuckets:
         return float(wait)
 
 
-class LoginLimiter:
-    def __init__(self, buckets: Buckets | None) -> None:
-        self._buckets = buckets  # None: limits disabled (rate 0)
+def _retry_after(wait: float) -> int:
+    return max(1, math.ceil(wait))
 
-    def check(self, *, client_ip: str, login: str) -> None:
-        """Count one attempt for the IP and for the account named; LoginRateLimited when over."""
+
+class LoginLimiter:
+    def __init__(self, buckets: Buckets | None, prefix: str = "shop:") -> None:
+        self._buckets = buckets  # None: limits disabled (rate 0)
+        self._prefix = f"{prefix}users:login:"
+
+    def check(self, *, client_ip: str, account: str) -> None:
+        """Count one attempt for the IP and for the account; LoginRateLimited when over. `account`
+        is the resolved account (its id), or the normalised login when it names nobody, so the
+        username and the email of one account share one budget."""
         if self._buckets is None:
             return
-        account = hashlib.sha256(login.strip().lower().encode()).hexdigest()[:32]
+        digest = hashlib.sha256(account.encode()).hexdigest()[:32]
         wait = self._buckets.hit(
-            [f"{_KEY_PREFIX}ip:{client_ip}", f"{_KEY_PREFIX}account:{account}"]
+            [f"{self._prefix}ip:{client_ip}", f"{self._prefix}account:{digest}"]
         )
         if wait > 0:
-            retry_after = max(1, math.ceil(wait))
+            retry_after = _retry_after(wait)
             raise LoginRateLimited(
                 f"too many login attempts; retry in {retry_after} s", retry_after=retry_after
             )
 
 
-def make_login_limiter(
+class RegistrationLimiter:
+    def __init__(
+        self, per_ip: Buckets | None, overall: Buckets | None, prefix: str = "shop:"
+    ) -> None:
+        self._per_ip = per_ip
+        self._overall = overall
+        self._prefix = f"{prefix}users:register:"
+
+    def check(self, *, client_ip: str) -> None:
+        """Per IP first (one client cannot spend the shared budget once it is over its own)."""
+        for buckets, key, who in (
+            (self._per_ip, f"ip:{client_ip}", "from this address"),
+            (self._overall, "all", "right now"),
+        ):
+            if buckets is None:
+                continue
+            wait = buckets.hit([f"{self._prefix}{key}"])
+            if wait > 0:
+                retry_after = _retry_after(wait)
+                raise RegistrationRateLimited(
+                    f"too many registrations {who}; retry in {retry_after} s",
+                    retry_after=retry_after,
+                )
+
+
+def make_buckets(
     *, per_minute: int, burst: int, redis_client: redis.Redis | None
-) -> LoginLimiter:
+) -> Buckets | None:
     if per_minute == 0:
-        return LoginLimiter(None)
+        return None
     interval = 60.0 / per_minute
     tolerance = interval * (burst - 1)
     memory = MemoryBuckets(interval, tolerance)
     if redis_client is None:
-        return LoginLimiter(memory)
-    return LoginLimiter(RedisBuckets(redis_client, interval, tolerance, memory))
+        return memory
+    return RedisBuckets(redis_client, interval, tolerance, memory)
+
+
+def make_login_limiter(
+    *, per_minute: int, burst: int, redis_client: redis.Redis | None, prefix: str = "shop:"
+) -> LoginLimiter:
+    return LoginLimiter(
+        make_buckets(per_minute=per_minute, burst=burst, redis_client=redis_client), prefix
+    )

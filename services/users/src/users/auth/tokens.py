@@ -80,6 +80,7 @@ class TokenIssuer:
             "sub": str(user.id),
             "username": user.username,
             "is_superuser": user.is_superuser,
+            "ver": user.token_version,
             "iss": self._issuer,
             "aud": self._audience,
             "iat": now,
