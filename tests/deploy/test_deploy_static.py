@@ -64,11 +64,9 @@ def _airgap_images() -> dict[str, str]:
 
 def _used_images() -> set[str]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    used = {
-        str(service["image"])
-        for service in compose["services"].values()
-        if "image" in service and "build" not in service
-    }
+    services = compose["services"].values()
+    built = {str(service["image"]) for service in services if "build" in service}
+    used = {str(service["image"]) for service in services if "image" in service} - built
     dockerfile = (ROOT / "Dockerfile").read_text()
     used |= set(re.findall(r"^ARG \w+_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE))
     tests = (ROOT / "tests/containers/test_service_databases.py").read_text()
