@@ -62,7 +62,8 @@ prepare_uv() {
   local tag="$1" version="${uv_version:-${1##*:}}"
   log "uv $version from PyPI"
   python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 \
-    --python-version 3.11 -d "$work/uvwheel" "uv==$version"
+    --python-version 3.11 -d "$work/uvwheel" "uv==$version" >"$work/pip.log" 2>&1 \
+    || { cat "$work/pip.log" >&2; exit 1; }
   python3 - "$work/uvwheel" "$here/uv" <<'PY'
 import pathlib, sys, zipfile
 wheel = next(pathlib.Path(sys.argv[1]).glob("uv-*.whl"))
@@ -76,17 +77,27 @@ with zipfile.ZipFile(wheel) as zf:
 PY
 }
 
-# ---- 3. one stand-in per upstream image ------------------------------------------------------------
+# ---- 3. one stand-in per upstream image, built side by side (mostly waiting on the mirror) ---------
+pids=()
+dirs=()
 while read -r tag dir; do
   case "$tag" in ''|'#'*) continue ;; esac
   if have_image "$tag"; then log "$tag exists"; continue; fi
   if [ "$dir" = uv ]; then prepare_uv "$tag"; fi
   log "build $tag from deploy/airgap/$dir"
   # The engine's legacy builder is enough here (no RUN --mount); quiet unless it fails.
-  if ! docker build --build-arg "BASE=$base_tag" -t "$tag" "$here/$dir" >"$work/build-$dir.log" 2>&1; then
-    tail -n 40 "$work/build-$dir.log" >&2
-    exit 1
-  fi
-  if [ "$dir" = uv ]; then rm -f "$here/uv/uv" "$here/uv/uvx"; fi
+  docker build --build-arg "BASE=$base_tag" -t "$tag" "$here/$dir" >"$work/build-$dir.log" 2>&1 &
+  pids+=("$!")
+  dirs+=("$dir")
 done <"$here/images.txt"
+failed=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "building the ${dirs[$i]} stand-in failed:" >&2
+    tail -n 40 "$work/build-${dirs[$i]}.log" >&2
+    failed=1
+  fi
+done
+rm -f "$here/uv/uv" "$here/uv/uvx"
+[ "$failed" = 0 ] || exit 1
 log "stand-ins ready: $(awk '!/^#/ && NF {printf "%s ", $1}' "$here/images.txt")"
