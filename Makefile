@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PACKAGES := -p shop_common -p users -p catalog -p orders -p gateway -p shop_dev
 TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests bench
 
-.PHONY: setup run seed migrate test lint fmt bench
+.PHONY: setup run seed migrate test containers lint fmt bench
 
 $(UV):
 	@echo "uv not found: installing it with pip"
@@ -22,8 +22,11 @@ seed: setup  ## load the demo catalog into the local database
 migrate: setup  ## create database/roles/schemas and migrate every service
 	$(UV) run shop-dev migrate
 
-test: setup  ## unit + cross-service tests on real PostgreSQL, PgBouncer and uvicorn
-	$(UV) run pytest
+test: setup  ## unit + cross-service tests on real PostgreSQL, PgBouncer and uvicorn (no Docker)
+	$(UV) run pytest -m "not docker"
+
+containers: setup  ## tests/containers on a real Docker engine, started if needed (deploy/containers.sh)
+	UV=$(UV) bash deploy/containers.sh $(PYTEST_ARGS)
 
 lint: setup  ## ruff, ruff format --check, import contracts, mypy --strict (packages, then each tests dir and bench/ alone)
 	$(UV) run ruff check .
