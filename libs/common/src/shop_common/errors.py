@@ -231,6 +231,12 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def problem_for(request: Request, exc: Exception) -> JSONResponse:
+    """The problem+json answer to any exception; a 5xx is logged with its traceback (and, as every
+    log line, the current request id)."""
+    return _handle(request, exc)
+
+
 def _handle(request: Request, exc: Exception) -> JSONResponse:
     status, title, extra = _describe(exc)
     if status >= 500:
