@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shop_common.errors import Conflict, Forbidden, NotFound, Unprocessable, UpstreamUnavailable
 
 
@@ -18,7 +20,16 @@ class UnknownProducts(Unprocessable):
 
 
 class CatalogUnavailable(UpstreamUnavailable):
+    """`outcome_unknown`: a request may have reached catalog and been acted on (a timeout or a
+    reset after sending, a 5xx); False when no attempt was ever delivered, or catalog answered."""
+
     title = "Catalog unavailable"
+
+    def __init__(
+        self, detail: str | None = None, *, outcome_unknown: bool = False, **extensions: Any
+    ) -> None:
+        super().__init__(detail, **extensions)
+        self.outcome_unknown = outcome_unknown
 
 
 class IdempotencyKeyReused(Unprocessable):
