@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -286,6 +288,55 @@ def _stack_restored_after_each_test(stack: RunningStack) -> Iterator[None]:
     stack.ensure_running()
 
 
+# ---- PgBouncer frozen -------------------------------------------------------------------------
+
+
+class PgBouncerStall:
+    """SIGSTOP the stack's PgBouncer (it keeps its sockets; every client waits), SIGCONT it later.
+    `resume()` is idempotent and always called by the fixture's teardown."""
+
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        self._pid: int | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def freeze(self, seconds: float | None = None) -> None:
+        """Stop PgBouncer now; with `seconds`, resume it that much later (from a timer thread)."""
+        process = self.stack.pgbouncer.process
+        if process is None or process.poll() is not None:
+            raise RuntimeError("pgbouncer is not running")
+        with self._lock:
+            self._pid = process.pid
+            os.kill(process.pid, signal.SIGSTOP)
+            if seconds is not None:
+                self._timer = threading.Timer(seconds, self.resume)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGCONT)
+                self._pid = None
+
+    def wait_resumed(self, timeout: float = 60) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.join(timeout)
+        self.resume()
+
+
+@pytest.fixture
+def pgbouncer_stall(stack: RunningStack) -> Iterator[PgBouncerStall]:
+    stall = PgBouncerStall(stack)
+    try:
+        yield stall
+    finally:
+        stall.resume()
+
+
 # ---- a fault-injecting HTTP proxy -------------------------------------------------------------
 
 
@@ -299,6 +350,7 @@ class Rule:
     delay_before_reply: float = 0.0  # the upstream acted at once; its answer comes back late
     after_reply: Callable[[], None] | None = None  # run (blocking) once the upstream answered
     times: int | None = None  # None: every matching request
+    drop_reply: bool = False  # the upstream acted, but its answer never comes: connection reset
 
     def matches(self, method: str, path: str) -> bool:
         return method == self.method and path.endswith(self.path_suffix) and self.times != 0
@@ -366,9 +418,16 @@ class FaultProxy:
         delay_before_reply: float = 0.0,
         after_reply: Callable[[], None] | None = None,
         times: int | None = None,
+        drop_reply: bool = False,
     ) -> Rule:
         rule = Rule(
-            method, path_suffix, delay_before_forward, delay_before_reply, after_reply, times
+            method,
+            path_suffix,
+            delay_before_forward,
+            delay_before_reply,
+            after_reply,
+            times,
+            drop_reply,
         )
         with self._lock:
             self.rules.append(rule)
@@ -409,6 +468,9 @@ class FaultProxy:
                 await asyncio.sleep(rule.delay_before_reply)
             if rule is not None and rule.after_reply is not None:
                 await asyncio.get_running_loop().run_in_executor(None, rule.after_reply)
+            if rule is not None and rule.drop_reply and request.transport is not None:
+                request.transport.abort()  # as if the upstream died before answering
+                raise ConnectionResetError("reply dropped by the fault proxy")
             return web.Response(body=payload, status=status, headers={"Content-Type": content_type})
         finally:
             with self._lock:
