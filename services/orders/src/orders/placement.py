@@ -1,18 +1,20 @@
-"""Order placement across orders and catalog (DESIGN §5).
+"""Order placement across orders and catalog (DESIGN §5; the client contract is in
+services/orders/README.md).
 
 The flow commits between its steps and never holds a transaction (or a connection) across an HTTP
 call, so it takes a sessionmaker, not the request session:
 
-1. validate, look up the Idempotency-Key (unique per user);
+1. validate, look up the Idempotency-Key (unique per user; a key's outcome is final);
 2. insert the order as `placing` with a fresh reservation id; commit;
 3. reserve in catalog (bounded retries with the same id: reservations are idempotent);
 4. success: call commit in catalog; then, in one transaction, write the items with catalog's price
-   snapshot and the total and set `pending`; answer from the objects in hand. 409/422 from
-   catalog: mark `rejected`, answer 409/422. Catalog unavailable (or the reservation expired
-   before the commit): release the reservation (best effort), mark `failed`, answer 503;
-5. whatever a crash leaves in `placing` is finished or undone by the recovery job (recovery.py):
-   a crash between catalog's commit and step 4's transaction leaves a committed reservation
-   that carries the items, and the recovery job completes the order from it.
+   snapshot and the total and set `pending`; answer 201 from the objects in hand. 409/422 from
+   catalog: mark `rejected`, answer 409/422.
+5. Unknown is not failed. A failed catalog call (or an answer that does not match) is settled by
+   one release: once catalog confirms it, nothing is or will be held, so the order is `failed`
+   (503) or `rejected`. When the release is not confirmed either, or the final transaction fails
+   after catalog committed, the order stays `placing` and the answer is 202 (OutcomeUnknown): the
+   recovery job (recovery.py) completes it from the reservation or releases it.
 
 Every write after step 2 is conditional on the order still being `placing`, so this flow and the
 recovery job can never both decide the fate of one order."""
@@ -43,8 +45,10 @@ from orders.exceptions import (
     CatalogUnavailable,
     IdempotencyKeyReused,
     InsufficientStock,
+    OrderFailed,
     OrderInProgress,
     OrderRejected,
+    OrderStateUnknown,
     OrderTooLarge,
     UnknownProducts,
 )
@@ -120,11 +124,16 @@ def place_order(
     user_id = _owner(principal, data.user_id)
     request_hash = _request_hash(user_id, data) if idempotency_key is not None else None
     order: _Placing | None = None
-    for _ in range(3):  # a key freed by a rejected/failed order between our two reads: try again
+    for _ in range(3):  # a concurrent request took the key between our two reads: replay it
         if idempotency_key is not None:
-            existing = _find_by_key(factory, user_id, idempotency_key)
-            if existing is not None:
-                return _replay(factory, settings, existing, request_hash)
+            try:
+                existing = _find_by_key(factory, user_id, idempotency_key)
+                if existing is not None:
+                    return _replay(factory, settings, existing, request_hash)
+            except DBAPIError as exc:  # an earlier request with this key may have an order
+                raise OrderStateUnknown(
+                    "what became of this Idempotency-Key cannot be read now; replay it later"
+                ) from exc
         try:
             order = _insert_placing(factory, user_id, idempotency_key, request_hash)
             break
@@ -170,12 +179,15 @@ def place_order(
         log.warning("order %s: the final transaction failed; recovery completes it", order.id)
         raise OutcomeUnknown(order.as_order()) from None
     if placed is None:  # the recovery job decided this order meanwhile
-        status = _status_of(factory, order.id)
-        if status is OrderStatus.PLACING:
-            raise OutcomeUnknown(order.as_order())
-        if status is OrderStatus.FAILED:  # recovery found the reservation released: nothing sold
-            raise CatalogUnavailable("placing the order took too long; it was abandoned, retry")
-        return Placed(load_order(factory, order.id), replayed=False)
+        try:
+            status = _status_of(factory, order.id)
+            if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
+                raise CatalogUnavailable("placing the order took too long; it was abandoned")
+            if status is not OrderStatus.PLACING:
+                return Placed(load_order(factory, order.id), replayed=False)
+        except DBAPIError:
+            pass
+        raise OutcomeUnknown(order.as_order())
     return Placed(placed, replayed=False)
 
 
@@ -255,9 +267,16 @@ def _replay(
         case OrderStatus.PLACING:
             raise OutcomeUnknown(load_order(factory, order.id))
         case OrderStatus.REJECTED:
-            raise OrderRejected("the order with this Idempotency-Key was rejected")
+            raise OrderRejected(
+                "the order with this Idempotency-Key was rejected; use a new key to try again",
+                order_id=order.id,
+            )
         case OrderStatus.FAILED:
-            raise CatalogUnavailable("the order with this Idempotency-Key failed; retry")
+            raise OrderFailed(
+                "the order with this Idempotency-Key failed and nothing was charged;"
+                " use a new key to try again",
+                order_id=order.id,
+            )
     return Placed(load_order(factory, order.id), replayed=True)
 
 
@@ -340,16 +359,16 @@ def complete_order(
 
 
 def _close_unplaced(factory: sessionmaker[Session], order_id: int, status: OrderStatus) -> None:
-    """rejected/failed orders give their idempotency key back: retrying with the same key makes a
-    fresh attempt (errors are not replayed, like Stripe's 5xx). Called only once the reservation
-    is known to hold nothing. If the database fails here the order stays `placing` and the
+    """Called only once the reservation is known to hold nothing. The order keeps its
+    Idempotency-Key: a key's outcome is final, so a replay answers this same failure, and a request
+    with this key that is still in flight (its client gave up) can never place a second order. If the database fails here the order stays `placing` and the
     recovery job fails it (catalog has nothing for it); the client's answer is unchanged."""
     try:
         with factory.begin() as session:
             session.execute(
                 update(Order)
                 .where(Order.id == order_id, Order.status == OrderStatus.PLACING)
-                .values(status=status, idempotency_key=None, request_hash=None)
+                .values(status=status)
             )
     except DBAPIError:
         log.warning("order %s: could not mark it %s; recovery will", order_id, status)

@@ -155,7 +155,7 @@ def _finish_placing(
         session.execute(
             update(Order)
             .where(Order.id == claimed.id, Order.status == OrderStatus.PLACING)
-            .values(status=OrderStatus.FAILED, idempotency_key=None, request_hash=None)
+            .values(status=OrderStatus.FAILED)
         )
     log.info("gave up order %s: its reservation is gone", claimed.id)
     return False
