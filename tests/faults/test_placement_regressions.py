@@ -85,7 +85,7 @@ def test_catalog_killed_after_committing_is_202_and_the_order_is_completed(
     assert stuck["reservation_status"] == "committed"  # sold in catalog, never told to orders
 
     stack.ensure_running()  # catalog comes back
-    recovery.run()
+    recovery.settle(ledger, [buyer.id])
 
     [order] = ledger.orders(buyer.id)
     assert (order["status"], order["reservation_status"]) == ("pending", "committed")
@@ -114,7 +114,7 @@ def test_pgbouncer_stalled_in_the_final_transaction_is_202_not_a_503_ghost(
 
     body = _assert_accepted(response)
     pgbouncer_stall.wait_resumed()
-    recovery.run()
+    recovery.settle(ledger, [buyer.id])
 
     [order] = ledger.orders(buyer.id)
     assert (order["id"], order["status"]) == (body["id"], "pending")
