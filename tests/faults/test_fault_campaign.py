@@ -5,7 +5,8 @@ promise of services/orders/README.md ("The client contract under uncertainty") i
 the databases and against every answer a client received.
 
 Seedable: FAULT_CAMPAIGN_SEED=<n> replays the same choices (which fault, when, what each client
-does; thread timing still varies); without it every run draws a fresh seed. The seed is printed at
+does; thread timing still varies); without it every run draws a fresh seed.
+FAULT_CAMPAIGN_SEEDS=<n>,<m>,... runs several seeds in one session. The seed is printed at
 the start and attached to any failure. FAULT_CAMPAIGN_SECONDS (default 90) is how long faults are
 injected; the whole test takes about a minute more."""
 
@@ -37,7 +38,7 @@ log = logging.getLogger("faults.campaign")
 
 LIVE_STATUSES = ("pending", "confirmed", "shipped", "delivered")  # as in conftest.py
 CLIENTS = 4
-STOCK = {"A": 12, "B": 8, "C": 5}
+STOCK = {"A": 20, "B": 12, "C": 8}
 DEFAULT_SECONDS = 90.0
 MAX_ATTEMPTS = 10  # per client operation; a transport error or a 502/504 is retried with the key
 # Answers of orders that say the request placed no order and holds no stock (README: plain 503).
@@ -236,9 +237,14 @@ class FaultDriver(threading.Thread):
             self.stack.pgbouncer.start()
 
 
-def _campaign_seed() -> int:
+def _campaign_seeds() -> list[int]:
+    """FAULT_CAMPAIGN_SEED=<n> pins one seed; FAULT_CAMPAIGN_SEEDS=<n>,<m>,... runs several in one
+    session (one stack start); otherwise one fresh seed per run."""
+    many = os.environ.get("FAULT_CAMPAIGN_SEEDS")
+    if many:
+        return [int(seed) for seed in many.split(",") if seed.strip()]
     pinned = os.environ.get("FAULT_CAMPAIGN_SEED")
-    return int(pinned) if pinned else secrets.randbits(32)
+    return [int(pinned) if pinned else secrets.randbits(32)]
 
 
 def _rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
@@ -268,7 +274,9 @@ def _settle(
     return report
 
 
+@pytest.mark.parametrize("seed", _campaign_seeds(), ids=lambda seed: f"seed={seed}")
 def test_fault_campaign_keeps_every_promise(
+    seed: int,
     stack: RunningStack,
     jwt_keys: TestKeys,
     orders_env: OrdersEnv,
@@ -277,7 +285,6 @@ def test_fault_campaign_keeps_every_promise(
     ledger: Ledger,
     recovery: Recovery,
 ) -> None:
-    seed = _campaign_seed()
     seconds = float(os.environ.get("FAULT_CAMPAIGN_SECONDS") or DEFAULT_SECONDS)
     log.warning("fault campaign: FAULT_CAMPAIGN_SEED=%d FAULT_CAMPAIGN_SECONDS=%g", seed, seconds)
     journal = Journal()
@@ -333,6 +340,7 @@ def _campaign(
         for n, uid in enumerate(users)
     ]
     driver = FaultDriver(seed, stack, stall, journal, stop_faults)
+    journal.started = time.monotonic()
     for client in clients:
         client.start()
     driver.start()
