@@ -251,6 +251,23 @@ def recovery(stack: RunningStack) -> Recovery:
     return Recovery(stack)
 
 
+def bring_up(stack: RunningStack, name: str | None = None, timeout: float = 180) -> None:
+    """Start `name` (or everything that is down) and wait until it is live. On a loaded machine a
+    process can take longer than the harness's 30 s to answer /health/live: keep waiting, bounded
+    (start() of a running process only waits again; of a dead one, starts it anew)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if name is None:
+                stack.ensure_running()
+            else:
+                stack.start(name)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def _default_env_value(name: str) -> str:
     """The value the orders service would use without this variable (to undo an override: the
     harness can add variables to a process's environment but not remove them)."""
@@ -270,17 +287,23 @@ class OrdersEnv:
 
     def restart(self, **overrides: str) -> None:
         self.changed |= set(overrides)
-        self.stack.restart("orders", **overrides)
+        try:
+            self.stack.restart("orders", **overrides)
+        except RuntimeError:  # slow to come up on a loaded machine: wait longer
+            bring_up(self.stack, "orders")
 
     def restore(self) -> None:
-        self.stack.ensure_running()
+        bring_up(self.stack)
         if not self.changed:
             return
         back = {
             name: self.original[name] if name in self.original else _default_env_value(name)
             for name in self.changed
         }
-        self.stack.restart("orders", **back)
+        try:
+            self.stack.restart("orders", **back)
+        except RuntimeError:
+            bring_up(self.stack, "orders")
         self.changed.clear()
 
 
@@ -296,7 +319,7 @@ def orders_env(stack: RunningStack) -> Iterator[OrdersEnv]:
 @pytest.fixture(autouse=True)
 def _stack_restored_after_each_test(stack: RunningStack) -> Iterator[None]:
     yield
-    stack.ensure_running()
+    bring_up(stack)
 
 
 # ---- PgBouncer frozen -------------------------------------------------------------------------
@@ -532,8 +555,8 @@ def _proxied_orders(stack: RunningStack) -> Iterator[FaultProxy]:
 def catalog_proxy(stack: RunningStack, _proxied_orders: FaultProxy) -> Iterator[FaultProxy]:
     """The module's proxy with no rules; orders calls catalog through it (and is running)."""
     _proxied_orders.reset()
-    stack.ensure_running()
+    bring_up(stack)
     yield _proxied_orders
     _proxied_orders.wait_idle()
     _proxied_orders.reset()
-    stack.ensure_running()  # a test that killed orders: back, still behind the proxy
+    bring_up(stack)  # a test that killed orders: back, still behind the proxy

@@ -29,6 +29,8 @@ from sqlalchemy import Engine, text
 
 from shop_dev.testing import RunningStack, TestKeys
 
+from .conftest import bring_up
+
 if TYPE_CHECKING:
     from faults.conftest import Ledger, OrdersEnv, PgBouncerStall, ProductFactory, Recovery
 
@@ -223,7 +225,7 @@ class FaultDriver(threading.Thread):
             name = fault.removeprefix("kill-")
             self.stack.kill(name)
             time.sleep(down)
-            _bring_up(self.stack, name)
+            bring_up(self.stack, name)
         elif fault == "freeze-pgbouncer":
             self.stall.freeze()
             try:
@@ -234,23 +236,6 @@ class FaultDriver(threading.Thread):
             self.stack.pgbouncer.stop()
             time.sleep(down)
             self.stack.pgbouncer.start()
-
-
-def _bring_up(stack: RunningStack, name: str | None = None, timeout: float = 180) -> None:
-    """Start `name` (or everything that is down) and wait until live. On a loaded machine a
-    process can take longer than the harness's 30 s to answer: keep waiting (start() of a running
-    process only waits again; of a dead one, starts it anew)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if name is None:
-                stack.ensure_running()
-            else:
-                stack.start(name)
-            return
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def _campaign_seeds() -> list[int]:
@@ -276,7 +261,7 @@ def _settle(
     deadline = time.monotonic() + 90
     report: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        _bring_up(stack)
+        bring_up(stack)
         report = recovery.run()
         open_orders = _rows(
             engine,
@@ -335,10 +320,7 @@ def _campaign(
     ledger: Ledger,
     recovery: Recovery,
 ) -> None:
-    try:
-        orders_env.restart(**CAMPAIGN_ORDERS_ENV)
-    except RuntimeError:  # slow to come up on a loaded machine: wait longer
-        _bring_up(stack, "orders")
+    orders_env.restart(**CAMPAIGN_ORDERS_ENV)
     initial = {
         make_product(stock=s, price=f"{i + 1}.25")["id"]: s for i, s in enumerate(STOCK.values())
     }
@@ -369,7 +351,7 @@ def _campaign(
         stop_faults.set()
         driver.join(240)
         stall.resume()
-        _bring_up(stack)
+        bring_up(stack)
         stop_clients.set()
         for client in clients:
             client.join(180)
