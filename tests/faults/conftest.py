@@ -198,11 +198,15 @@ ProductFactory = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def make_product(catalog_admin: httpx.Client) -> ProductFactory:
+def make_product(catalog_admin: httpx.Client, jwt_keys: TestKeys) -> ProductFactory:
     def make(stock: int = 10, price: str = "10.00") -> dict[str, Any]:
         sku = f"FAULT-{uuid.uuid4().hex[:12].upper()}"
         body = {"name": f"Fault {sku}", "sku": sku, "price": price, "stock_quantity": stock}
-        response = catalog_admin.post("/products/", json=body)
+        # A fresh token: the session's client outlives a token's 15 minutes in a long session.
+        token = jwt_keys.token(1, "admin", is_superuser=True)
+        response = catalog_admin.post(
+            "/products/", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == 201, response.text
         product: dict[str, Any] = response.json()
         return product
