@@ -113,8 +113,9 @@ def targets(
         lines.append(
             Target(
                 "scarce stock under contention: no oversell",
-                f"exactly {contention['initial_stock']} x 201, invariant holds",
-                f"{answers['201']} x 201, {answers['409']} x 409, {answers['other']} other; "
+                f"exactly {contention['initial_stock']} sold (201, or 202 settled), invariant holds",
+                f"{answers['201']} x 201, {answers.get('202', 0)} x 202, {answers['409']} x 409, "
+                f"{answers['other']} other; "
                 f"stock left {contention['database']['available']}",
                 bool(contention["ok"]),
             )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -196,11 +198,15 @@ ProductFactory = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def make_product(catalog_admin: httpx.Client) -> ProductFactory:
+def make_product(catalog_admin: httpx.Client, jwt_keys: TestKeys) -> ProductFactory:
     def make(stock: int = 10, price: str = "10.00") -> dict[str, Any]:
         sku = f"FAULT-{uuid.uuid4().hex[:12].upper()}"
         body = {"name": f"Fault {sku}", "sku": sku, "price": price, "stock_quantity": stock}
-        response = catalog_admin.post("/products/", json=body)
+        # A fresh token: the session's client outlives a token's 15 minutes in a long session.
+        token = jwt_keys.token(1, "admin", is_superuser=True)
+        response = catalog_admin.post(
+            "/products/", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == 201, response.text
         product: dict[str, Any] = response.json()
         return product
@@ -232,10 +238,38 @@ class Recovery:
         assert sweep.status_code == 200, sweep.text
         return {"orders": orders.json(), "catalog": sweep.json()}
 
+    def settle(self, ledger: Ledger, user_ids: list[int], timeout: float = 60) -> None:
+        """Run recovery until none of these users' orders is `placing` (a run that finds catalog
+        unavailable leaves an order for the next one, as in production)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.run()
+            orders = [o for user_id in user_ids for o in ledger.orders(user_id)]
+            if all(o["status"] != "placing" for o in orders) or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+
 
 @pytest.fixture
 def recovery(stack: RunningStack) -> Recovery:
     return Recovery(stack)
+
+
+def bring_up(stack: RunningStack, name: str | None = None, timeout: float = 180) -> None:
+    """Start `name` (or everything that is down) and wait until it is live. On a loaded machine a
+    process can take longer than the harness's 30 s to answer /health/live: keep waiting, bounded
+    (start() of a running process only waits again; of a dead one, starts it anew)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if name is None:
+                stack.ensure_running()
+            else:
+                stack.start(name)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _default_env_value(name: str) -> str:
@@ -257,17 +291,23 @@ class OrdersEnv:
 
     def restart(self, **overrides: str) -> None:
         self.changed |= set(overrides)
-        self.stack.restart("orders", **overrides)
+        try:
+            self.stack.restart("orders", **overrides)
+        except RuntimeError:  # slow to come up on a loaded machine: wait longer
+            bring_up(self.stack, "orders")
 
     def restore(self) -> None:
-        self.stack.ensure_running()
+        bring_up(self.stack)
         if not self.changed:
             return
         back = {
             name: self.original[name] if name in self.original else _default_env_value(name)
             for name in self.changed
         }
-        self.stack.restart("orders", **back)
+        try:
+            self.stack.restart("orders", **back)
+        except RuntimeError:
+            bring_up(self.stack, "orders")
         self.changed.clear()
 
 
@@ -283,7 +323,56 @@ def orders_env(stack: RunningStack) -> Iterator[OrdersEnv]:
 @pytest.fixture(autouse=True)
 def _stack_restored_after_each_test(stack: RunningStack) -> Iterator[None]:
     yield
-    stack.ensure_running()
+    bring_up(stack)
+
+
+# ---- PgBouncer frozen -------------------------------------------------------------------------
+
+
+class PgBouncerStall:
+    """SIGSTOP the stack's PgBouncer (it keeps its sockets; every client waits), SIGCONT it later.
+    `resume()` is idempotent and always called by the fixture's teardown."""
+
+    def __init__(self, stack: RunningStack) -> None:
+        self.stack = stack
+        self._pid: int | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def freeze(self, seconds: float | None = None) -> None:
+        """Stop PgBouncer now; with `seconds`, resume it that much later (from a timer thread)."""
+        process = self.stack.pgbouncer.process
+        if process is None or process.poll() is not None:
+            raise RuntimeError("pgbouncer is not running")
+        with self._lock:
+            self._pid = process.pid
+            os.kill(process.pid, signal.SIGSTOP)
+            if seconds is not None:
+                self._timer = threading.Timer(seconds, self.resume)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def resume(self) -> None:
+        with self._lock:
+            if self._pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGCONT)
+                self._pid = None
+
+    def wait_resumed(self, timeout: float = 60) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.join(timeout)
+        self.resume()
+
+
+@pytest.fixture
+def pgbouncer_stall(stack: RunningStack) -> Iterator[PgBouncerStall]:
+    stall = PgBouncerStall(stack)
+    try:
+        yield stall
+    finally:
+        stall.resume()
 
 
 # ---- a fault-injecting HTTP proxy -------------------------------------------------------------
@@ -299,6 +388,7 @@ class Rule:
     delay_before_reply: float = 0.0  # the upstream acted at once; its answer comes back late
     after_reply: Callable[[], None] | None = None  # run (blocking) once the upstream answered
     times: int | None = None  # None: every matching request
+    drop_reply: bool = False  # the upstream acted, but its answer never comes: connection reset
 
     def matches(self, method: str, path: str) -> bool:
         return method == self.method and path.endswith(self.path_suffix) and self.times != 0
@@ -337,7 +427,12 @@ class FaultProxy:
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
 
     async def _start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        # A connection per forward: a pooled one to a catalog that was killed and restarted
+        # would fail the next request, a fault no test asked for.
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, handler_cancellation=False, access_log=None)
@@ -366,9 +461,16 @@ class FaultProxy:
         delay_before_reply: float = 0.0,
         after_reply: Callable[[], None] | None = None,
         times: int | None = None,
+        drop_reply: bool = False,
     ) -> Rule:
         rule = Rule(
-            method, path_suffix, delay_before_forward, delay_before_reply, after_reply, times
+            method,
+            path_suffix,
+            delay_before_forward,
+            delay_before_reply,
+            after_reply,
+            times,
+            drop_reply,
         )
         with self._lock:
             self.rules.append(rule)
@@ -409,6 +511,9 @@ class FaultProxy:
                 await asyncio.sleep(rule.delay_before_reply)
             if rule is not None and rule.after_reply is not None:
                 await asyncio.get_running_loop().run_in_executor(None, rule.after_reply)
+            if rule is not None and rule.drop_reply and request.transport is not None:
+                request.transport.abort()  # as if the upstream died before answering
+                raise ConnectionResetError("reply dropped by the fault proxy")
             return web.Response(body=payload, status=status, headers={"Content-Type": content_type})
         finally:
             with self._lock:
@@ -454,8 +559,8 @@ def _proxied_orders(stack: RunningStack) -> Iterator[FaultProxy]:
 def catalog_proxy(stack: RunningStack, _proxied_orders: FaultProxy) -> Iterator[FaultProxy]:
     """The module's proxy with no rules; orders calls catalog through it (and is running)."""
     _proxied_orders.reset()
-    stack.ensure_running()
+    bring_up(stack)
     yield _proxied_orders
     _proxied_orders.wait_idle()
     _proxied_orders.reset()
-    stack.ensure_running()  # a test that killed orders: back, still behind the proxy
+    bring_up(stack)  # a test that killed orders: back, still behind the proxy

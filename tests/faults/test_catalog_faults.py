@@ -53,11 +53,15 @@ class TestSlowCatalog:
         assert catalog_proxy.statuses("POST", RESERVE) == [201, 201]  # same id: idempotent
         [order] = ledger.orders(buyer.id)
         assert (order["status"], order["reservation_status"]) == ("failed", "released")
-        assert order["idempotency_key"] is None  # a failed attempt gives its key back
+        assert order["idempotency_key"] == key  # a key's outcome is final
 
         catalog_proxy.reset()  # catalog is quick again
-        retried = buyer.order([(product["id"], 2)], key=key)
+        replayed = buyer.order([(product["id"], 2)], key=key)
+        retried = buyer.order([(product["id"], 2)], key=_key())
 
+        assert replayed.status_code == 503, replayed.text
+        assert replayed.json()["type"] == "/problems/order-failed"
+        assert replayed.headers["idempotent-replayed"] == "true"
         assert retried.status_code == 201, retried.text
         assert retried.json()["status"] == "pending"
         recovery.run()

@@ -128,11 +128,12 @@ def _both_kinds_answered_after(moment: float) -> Callable[[list[Outcome]], bool]
 
 
 def _assert_failed_fast_with_problems(outcomes: list[Outcome]) -> None:
+    # 202: catalog had committed when the database went away; recovery completes the order
     statuses = {o.status for o in outcomes if o.kind != "scarce"}
-    assert statuses <= {200, 201, 503}, sorted(statuses)
+    assert statuses <= {200, 201, 202, 503}, sorted(statuses)
     scarce = {o.status for o in outcomes if o.kind == "scarce"}
-    assert scarce <= {201, 409, 503}, sorted(scarce)  # 409: sold out
-    failures = [o for o in outcomes if not o.ok]
+    assert scarce <= {201, 202, 409, 503}, sorted(scarce)  # 409: sold out
+    failures = [o for o in outcomes if o.status >= 400]
     assert {o.content_type for o in failures} <= {"application/problem+json"}
     slowest = max(o.ended - o.started for o in outcomes)
     assert slowest < FAIL_FAST_SECONDS, slowest

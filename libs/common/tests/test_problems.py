@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated
 
+import pytest
 from fastapi import APIRouter, Query
 from fastapi.testclient import TestClient
 from pydantic import Field
@@ -115,6 +117,24 @@ def test_unexpected_exception_is_500_without_internals(client_for: ClientFactory
     assert response.json()["type"] == "/problems/internal-error"
     assert "hunter2" not in response.text
     assert "Traceback" not in response.text
+
+
+def test_500_and_its_log_line_carry_the_request_id(
+    client_for: ClientFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = client_for(router, log_json=True)
+    capsys.readouterr()
+
+    response = client.get("/boom", headers={"X-Request-ID": "boom-trace-1"})
+
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "boom-trace-1"
+    assert response.json()["request_id"] == "boom-trace-1"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    errors = [line for line in lines if line["level"] == "error"]
+    assert errors, lines
+    assert {line["request_id"] for line in errors} == {"boom-trace-1"}
+    assert "hunter2" in errors[0]["exc"]  # the traceback is logged, never sent
 
 
 def test_domain_error_rolls_back_the_request_transaction(

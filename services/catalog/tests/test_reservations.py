@@ -384,3 +384,39 @@ class TestServiceToken:
 
     def test_a_user_token_is_not_a_service_token(self, admin: TestClient) -> None:
         assert admin.post("/internal/reservations/sweep").status_code == 403
+
+
+def test_listing_pages_through_held_and_committed_reservations_only(
+    internal: TestClient, make_product: ProductFactory
+) -> None:
+    product = make_product(stock_quantity=20)
+    since = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    ids = [uuid.uuid4() for _ in range(3)]
+    for rid in ids:
+        assert reserve(internal, [(product["id"], 1)], rid).status_code == 201
+    assert internal.post(f"/internal/reservations/{ids[1]}/commit").status_code == 200
+    assert internal.post(f"/internal/reservations/{ids[2]}/release").status_code == 200
+
+    seen: dict[str, str] = {}
+    params: dict[str, str | int] = {"limit": 1, "after_updated_at": since}
+    for _ in range(1_000):
+        page = internal.get("/internal/reservations", params=params)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["items"]) <= 1
+        seen |= {item["reservation_id"]: item["status"] for item in body["items"]}
+        if body["next"] is None:
+            break
+        params = {
+            "limit": 1,
+            "after_updated_at": body["next"]["updated_at"],
+            "after_id": body["next"]["reservation_id"],
+        }
+    assert seen[str(ids[0])] == "held"
+    assert seen[str(ids[1])] == "committed"
+    assert str(ids[2]) not in seen
+    assert set(seen.values()) <= {"held", "committed"}
+
+
+def test_listing_reservations_needs_the_service_token(anon: TestClient) -> None:
+    assert anon.get("/internal/reservations").status_code == 403

@@ -20,7 +20,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from orders.catalog_client import HttpCatalogClient, Reservation, ReservationLine
+from orders.catalog_client import (
+    HttpCatalogClient,
+    Reservation,
+    ReservationCursor,
+    ReservationLine,
+    ReservationPage,
+)
 from orders.exceptions import CatalogUnavailable, InsufficientStock
 from orders.main import create_app
 from shop_dev.stack import free_port
@@ -336,6 +342,10 @@ class FlakyRelease:
     def get_reservation(self, reservation_id: uuid.UUID) -> Reservation | None:
         result: Reservation | None = self.inner.get_reservation(reservation_id)
         return result
+
+    def list_reservations(self, after: ReservationCursor | None, limit: int) -> ReservationPage:
+        page: ReservationPage = self.inner.list_reservations(after, limit)
+        return page
 
 
 def test_a_cancel_interrupted_by_catalog_is_finished_by_a_retry(

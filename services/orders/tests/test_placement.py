@@ -204,17 +204,23 @@ class TestIdempotencyKey:
         view = stock.assert_consistent({product["id"]: 20}, [buyer.id])
         assert view[product["id"]]["available"] == 18
 
-    def test_a_rejected_attempt_frees_its_key_for_a_retry(
+    def test_a_rejected_key_replays_the_rejection_and_a_new_key_tries_again(
         self, buyer: Actor, make_product: ProductFactory, catalog_admin: httpx.Client, stock: Stock
     ) -> None:
+        """A key's outcome is final (services/orders/README.md): a request with this key still in
+        flight can never place an order after its client was told there is none."""
         product = make_product(stock=1)
         key = uuid.uuid4().hex
         assert buyer.order((product["id"], 2), key=key).status_code == 409
         restock = catalog_admin.patch(f"/products/{product['id']}", json={"stock_quantity": 5})
         assert restock.status_code == 200
 
-        retry = buyer.order((product["id"], 2), key=key)
+        replay = buyer.order((product["id"], 2), key=key)
+        retry = buyer.order((product["id"], 2), key=uuid.uuid4().hex)
 
+        assert replay.status_code == 409
+        assert replay.json()["type"] == "/problems/order-rejected"
+        assert replay.headers["idempotent-replayed"] == "true"
         assert retry.status_code == 201
         assert "idempotent-replayed" not in retry.headers
         stock.assert_consistent({product["id"]: 5}, [buyer.id])

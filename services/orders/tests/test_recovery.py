@@ -83,7 +83,7 @@ def test_stuck_order_with_a_held_reservation_is_completed(
 
     # Counts are not asserted: the stack's own orders process runs the same job in the
     # background and may take an order first. The outcome is what matters.
-    assert set(report) == {"completed", "failed", "cancelled", "skipped"}
+    assert set(report) == {"completed", "failed", "cancelled", "skipped", "repaired"}
     order = buyer.get(f"/orders/{order_id}").json()
     assert order["status"] == "pending"
     assert order["total_amount"] == "12.60"
@@ -268,3 +268,114 @@ def _status(engine: Engine, order_id: int) -> str:
         return str(
             conn.scalar(text("SELECT status FROM orders.orders WHERE id = :id"), {"id": order_id})
         )
+
+
+def _order_row(
+    engine: Engine, user_id: int, reservation_id: uuid.UUID, status: str, *, age: int = 3600
+) -> int:
+    """An order row in any status, as an older version (or a bug) may have left it."""
+    with engine.begin() as conn:
+        order_id = conn.scalar(
+            text(
+                "INSERT INTO orders.orders (order_number, status, user_id, reservation_id,"
+                " created_at, updated_at) VALUES (:n, :s, :u, :r,"
+                " now() - make_interval(secs => :age), now() - make_interval(secs => :age))"
+                " RETURNING id"
+            ),
+            {"n": new_order_number(), "s": status, "u": user_id, "r": reservation_id, "age": age},
+        )
+    assert isinstance(order_id, int)
+    return order_id
+
+
+def _age_reservation(engine: Engine, reservation_id: uuid.UUID, seconds: int = 3600) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE catalog.reservations SET updated_at = now() - make_interval(secs => :s)"
+                " WHERE id = :r"
+            ),
+            {"s": seconds, "r": reservation_id},
+        )
+
+
+def _repairs(client: TestClient) -> dict[str, float]:
+    metrics = client.get("/metrics").text
+    prefix = "shop_orders_reconciliation_repairs_total{"
+    found: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            labels, value = line[len(prefix) :].split("} ")
+            found[labels.removeprefix('kind="').removesuffix('"')] = float(value)
+    return found
+
+
+def test_reconciliation_restocks_a_committed_reservation_left_behind(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    """Issue 11's stock leak as data an older version left: a `failed` order whose reservation is
+    `committed`, and a committed reservation no order refers to. Both heal, and are counted."""
+    product = make_product(stock=10)
+    leaked = _reserve(catalog_internal, [(product["id"], 1)])
+    orphan = _reserve(catalog_internal, [(product["id"], 2)])
+    dead_hold = _reserve(catalog_internal, [(product["id"], 3)])
+    for rid in (leaked, orphan):
+        assert catalog_internal.post(f"/internal/reservations/{rid}/commit").status_code == 200
+    failed_id = _order_row(admin_engine, buyer.id, leaked, "failed")
+    _order_row(admin_engine, buyer.id, dead_hold, "rejected")
+    for rid in (leaked, orphan, dead_hold):
+        _age_reservation(admin_engine, rid)
+    assert stock.view([product["id"]])[product["id"]] == {
+        "available": 4,
+        "held": 3,
+        "committed": 3,
+    }
+    before = _repairs(orders_app_client)
+
+    report = _recover(orders_app_client, shop_db, older_than_seconds=60)
+
+    assert report["repaired"] >= 3  # the stack's own orders process may repair some first
+    view = stock.view([product["id"]])
+    assert view[product["id"]] == {"available": 10, "held": 0, "committed": 0}
+    statuses = {
+        rid: catalog_internal.get(f"/internal/reservations/{rid}").json()["status"]
+        for rid in (leaked, orphan, dead_hold)
+    }
+    assert set(statuses.values()) == {"released"}
+    assert buyer.get(f"/orders/{failed_id}").json()["status"] == "failed"
+    after = _repairs(orders_app_client)
+    for kind in (
+        "committed_for_failed_order",
+        "committed_without_order",
+        "held_for_rejected_order",
+    ):
+        assert after.get(kind, 0) >= before.get(kind, 0) + 1, (kind, before, after)
+
+
+def test_reconciliation_leaves_recent_and_consistent_reservations_alone(
+    orders_app_client: TestClient,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+) -> None:
+    product = make_product(stock=10)
+    recent_orphan = _reserve(catalog_internal, [(product["id"], 1)])  # a placement in flight
+    live = _reserve(catalog_internal, [(product["id"], 2)])
+    assert catalog_internal.post(f"/internal/reservations/{live}/commit").status_code == 200
+    _order_row(admin_engine, buyer.id, live, "pending")
+    _age_reservation(admin_engine, live)
+
+    _recover(orders_app_client, shop_db, older_than_seconds=60)
+
+    assert (
+        catalog_internal.get(f"/internal/reservations/{recent_orphan}").json()["status"] == "held"
+    )
+    assert catalog_internal.get(f"/internal/reservations/{live}").json()["status"] == "committed"

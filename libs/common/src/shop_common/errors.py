@@ -215,6 +215,12 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def problem_for(request: Request, exc: Exception) -> JSONResponse:
+    """The problem+json answer to an exception no handler took; a 5xx is logged with its traceback
+    (and, as every log line, the current request id)."""
+    return _respond(request, exc, _describe(exc))
+
+
 def _respond(request: Request, exc: Exception, description: Description) -> JSONResponse:
     status, title, extra = description
     if status >= 500:

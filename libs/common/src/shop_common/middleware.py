@@ -9,8 +9,10 @@ import time
 from typing import Any
 
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shop_common.errors import problem_for
 from shop_common.logs import current_request_id, reset_request_id, set_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -53,10 +55,12 @@ class RequestContextMiddleware:
         token = set_request_id(request_id)
         start = time.perf_counter()
         status_holder: dict[str, int] = {"status": 500}
+        started: dict[str, bool] = {}
         encoded_id = request_id.encode()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                started["status"] = True
                 status_holder["status"] = message["status"]
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
@@ -66,7 +70,15 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                # An error no handler took. Answered here, inside the request's context, so the
+                # 500 and its log line carry the request id (Starlette's outermost handler runs
+                # after this middleware has left the context).
+                if "status" in started:
+                    raise  # the response is under way: the server can only drop the connection
+                await problem_for(Request(scope), exc)(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
             route = _route_template(scope)

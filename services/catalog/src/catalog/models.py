@@ -155,6 +155,14 @@ class Reservation(Base):
             "expires_at",
             postgresql_where=text("status = 'held'"),
         ),
+        # orders' reconciliation pass pages through held and committed reservations by
+        # (updated_at, id).
+        Index(
+            "ix_reservations_live_updated_at",
+            "updated_at",
+            "id",
+            postgresql_where=text("status IN ('held', 'committed')"),
+        ),
     )
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -56,6 +57,28 @@ class Reservation(BaseModel):
     expires_at: datetime | None = None
 
 
+class ReservationCursor(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    updated_at: datetime
+    reservation_id: uuid.UUID
+
+
+class ReservationState(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reservation_id: uuid.UUID
+    status: str
+    updated_at: datetime
+
+
+class ReservationPage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    items: list[ReservationState]
+    next: ReservationCursor | None = None
+
+
 class ReservationGone(CatalogUnavailable):
     """catalog refused to commit (409): the reservation expired or was released, nothing is sold.
     A CatalogUnavailable for the placement flow (undo, 503); the recovery job gives the order up."""
@@ -88,6 +111,15 @@ class CatalogClient(Protocol):
     def get_reservation(self, reservation_id: uuid.UUID) -> Reservation | None:
         """The reservation as catalog knows it, None when catalog never saw it."""
         ...
+
+    def list_reservations(self, after: ReservationCursor | None, limit: int) -> ReservationPage:
+        """Held and committed reservations in (updated_at, id) order after `after`, at most
+        `limit` of them, without their lines (the reconciliation pass pages through them)."""
+        ...
+
+
+# Failures that happen before a request leaves: catalog cannot have acted on it.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _Retryable(Exception):
@@ -124,18 +156,28 @@ class HttpCatalogClient:
             retry=retry_if_exception_type((httpx.TransportError, _Retryable)),
             reraise=True,
         )
+        delivered = False  # may any attempt have reached catalog (and been acted on)?
         try:
             for attempt in retrying:
                 with attempt:
-                    response = self._client.request(
-                        method, f"{self._base}{path}", json=json, headers=headers
-                    )
+                    try:
+                        response = self._client.request(
+                            method, f"{self._base}{path}", json=json, headers=headers
+                        )
+                    except _NEVER_SENT:
+                        raise
+                    except httpx.TransportError:
+                        delivered = True
+                        raise
                     if response.status_code >= 500:
+                        delivered = True
                         raise _Retryable(response)
                     return response
         except (httpx.TransportError, _Retryable) as exc:
             log.warning("catalog %s %s failed: %s", method, path, exc)
-            raise CatalogUnavailable("the catalog service is unavailable; retry later") from exc
+            raise CatalogUnavailable(
+                "the catalog service is unavailable; retry later", outcome_unknown=delivered
+            ) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")
 
     def reserve(
@@ -185,6 +227,20 @@ class HttpCatalogClient:
         if response.status_code != 200:
             raise _unexpected(response)
         return _reservation(response)
+
+    def list_reservations(self, after: ReservationCursor | None, limit: int) -> ReservationPage:
+        params = f"?limit={limit}"
+        if after is not None:
+            params += f"&after_updated_at={quote(after.updated_at.isoformat())}"
+            params += f"&after_id={after.reservation_id}"
+        response = self._send("GET", f"/internal/reservations{params}")
+        if response.status_code != 200:
+            raise _unexpected(response)
+        try:
+            return ReservationPage.model_validate_json(response.content)
+        except ValidationError as exc:
+            log.error("catalog answered an unreadable reservation page: %s", exc)
+            raise CatalogUnavailable("the catalog service gave an unexpected answer") from exc
 
 
 def _reservation(response: httpx.Response) -> Reservation:

@@ -1,18 +1,20 @@
-"""Order placement across orders and catalog (DESIGN §5).
+"""Order placement across orders and catalog (DESIGN §5; the client contract is in
+services/orders/README.md).
 
 The flow commits between its steps and never holds a transaction (or a connection) across an HTTP
 call, so it takes a sessionmaker, not the request session:
 
-1. validate, look up the Idempotency-Key (unique per user);
+1. validate, look up the Idempotency-Key (unique per user; a key's outcome is final);
 2. insert the order as `placing` with a fresh reservation id; commit;
 3. reserve in catalog (bounded retries with the same id: reservations are idempotent);
 4. success: call commit in catalog; then, in one transaction, write the items with catalog's price
-   snapshot and the total and set `pending`; answer from the objects in hand. 409/422 from
-   catalog: mark `rejected`, answer 409/422. Catalog unavailable (or the reservation expired
-   before the commit): release the reservation (best effort), mark `failed`, answer 503;
-5. whatever a crash leaves in `placing` is finished or undone by the recovery job (recovery.py):
-   a crash between catalog's commit and step 4's transaction leaves a committed reservation
-   that carries the items, and the recovery job completes the order from it.
+   snapshot and the total and set `pending`; answer 201 from the objects in hand. 409/422 from
+   catalog: mark `rejected`, answer 409/422.
+5. Unknown is not failed. A failed catalog call (or an answer that does not match) is settled by
+   one release: once catalog confirms it, nothing is or will be held, so the order is `failed`
+   (503) or `rejected`. When the release is not confirmed either, or the final transaction fails
+   after catalog committed, the order stays `placing` and the answer is 202 (OutcomeUnknown): the
+   recovery job (recovery.py) completes it from the reservation or releases it.
 
 Every write after step 2 is conditional on the order still being `placing`, so this flow and the
 recovery job can never both decide the fate of one order."""
@@ -33,7 +35,7 @@ from typing import cast
 
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from orders.catalog_client import CatalogClient, Reservation, ReservationLine
@@ -43,8 +45,10 @@ from orders.exceptions import (
     CatalogUnavailable,
     IdempotencyKeyReused,
     InsufficientStock,
+    OrderFailed,
     OrderInProgress,
     OrderRejected,
+    OrderStateUnknown,
     OrderTooLarge,
     UnknownProducts,
 )
@@ -58,6 +62,8 @@ log = logging.getLogger("orders.placement")
 MAX_AMOUNT = Decimal("99999999.99")  # Numeric(10, 2)
 CENT = Decimal("0.01")
 _ALPHABET = string.ascii_uppercase + string.digits
+# A replay of an order still `placing` waits this long (at most) for the first request to finish.
+REPLAY_WAIT_SECONDS = 5.0
 # Core tables: the hot path skips the ORM unit of work (docs/PERFORMANCE.md).
 _ORDERS = cast(Table, Order.__table__)
 _ITEMS = cast(Table, OrderItem.__table__)
@@ -75,6 +81,32 @@ class _Placing:
 
     id: int
     reservation_id: uuid.UUID
+    order_number: str
+    user_id: int
+    created_at: datetime
+
+    def as_order(self) -> Order:
+        """The row as stored (transient, built without the database): no items, total 0."""
+        return Order(
+            id=self.id,
+            order_number=self.order_number,
+            status=OrderStatus.PLACING,
+            user_id=self.user_id,
+            total_amount=Decimal("0.00"),
+            reservation_id=self.reservation_id,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            items=[],
+        )
+
+
+class OutcomeUnknown(Exception):
+    """The order may still complete: it stays `placing` and the recovery job settles it (the
+    router answers 202 Accepted with this order)."""
+
+    def __init__(self, order: Order) -> None:
+        super().__init__(f"order {order.id} is still being placed")
+        self.order = order
 
 
 class _KeyTaken(Exception):
@@ -92,11 +124,16 @@ def place_order(
     user_id = _owner(principal, data.user_id)
     request_hash = _request_hash(user_id, data) if idempotency_key is not None else None
     order: _Placing | None = None
-    for _ in range(3):  # a key freed by a rejected/failed order between our two reads: try again
+    for _ in range(3):  # a concurrent request took the key between our two reads: replay it
         if idempotency_key is not None:
-            existing = _find_by_key(factory, user_id, idempotency_key)
-            if existing is not None:
-                return _replay(factory, settings, existing, request_hash)
+            try:
+                existing = _find_by_key(factory, user_id, idempotency_key)
+                if existing is not None:
+                    return _replay(factory, settings, existing, request_hash)
+            except DBAPIError as exc:  # an earlier request with this key may have an order
+                raise OrderStateUnknown(
+                    "what became of this Idempotency-Key cannot be read now; replay it later"
+                ) from exc
         try:
             order = _insert_placing(factory, user_id, idempotency_key, request_hash)
             break
@@ -109,10 +146,10 @@ def place_order(
     try:
         reservation = catalog.reserve(order.reservation_id, lines, settings.reservation_ttl_seconds)
     except (InsufficientStock, UnknownProducts):
-        _close_unplaced(factory, order.id, OrderStatus.REJECTED)
+        _close_unplaced(factory, order.id, OrderStatus.REJECTED)  # catalog took nothing
         raise
-    except CatalogUnavailable:
-        _undo(factory, catalog, order, OrderStatus.FAILED)
+    except CatalogUnavailable as exc:
+        _undo(factory, catalog, order, OrderStatus.FAILED, known_untouched=not exc.outcome_unknown)
         raise
 
     if settings.fault_pause_after_reserve_seconds:  # crash tests SIGKILL the process here
@@ -131,15 +168,26 @@ def place_order(
     try:
         catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
     except CatalogUnavailable:
+        # Committed or not, a release settles it (it restocks a committed reservation too).
         _undo(factory, catalog, order, OrderStatus.FAILED)
         raise
-    placed = complete_order(factory, order.id, reservation, total)
+    try:
+        placed = complete_order(factory, order.id, reservation, total)
+    except DBAPIError:
+        # Sold in catalog; whether our transaction committed is unknown. The recovery job
+        # completes the order from the committed reservation: it is not failed, it is pending.
+        log.warning("order %s: the final transaction failed; recovery completes it", order.id)
+        raise OutcomeUnknown(order.as_order()) from None
     if placed is None:  # the recovery job decided this order meanwhile
-        status = _status_of(factory, order.id)
-        if status is OrderStatus.FAILED:  # it gave up on us (and released): undo
-            _release_quietly(catalog, order.reservation_id)
-            raise CatalogUnavailable("placing the order took too long; it was abandoned, retry")
-        return Placed(load_order(factory, order.id), replayed=False)
+        try:
+            status = _status_of(factory, order.id)
+            if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
+                raise CatalogUnavailable("placing the order took too long; it was abandoned")
+            if status is not OrderStatus.PLACING:
+                return Placed(load_order(factory, order.id), replayed=False)
+        except DBAPIError:
+            pass
+        raise OutcomeUnknown(order.as_order())
     return Placed(placed, replayed=False)
 
 
@@ -188,9 +236,9 @@ def _insert_placing(
                         idempotency_key=key,
                         request_hash=request_hash,
                     )
-                    .returning(_ORDERS.c.id)
+                    .returning(_ORDERS.c.id, _ORDERS.c.created_at)
                 ).one()
-            return _Placing(row.id, reservation_id)
+            return _Placing(row.id, reservation_id, number, user_id, row.created_at)
         except IntegrityError as exc:
             if constraint_name(exc) == "uq_orders_user_id_idempotency_key":
                 raise _KeyTaken() from exc
@@ -209,18 +257,26 @@ def _replay(
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used for a different order; use a new key"
         )
-    deadline = time.monotonic() + 2 * settings.catalog_call_bound_seconds + 5
+    # The first request may still be talking to catalog: wait for it a while, not forever.
+    deadline = time.monotonic() + min(settings.catalog_call_bound_seconds, REPLAY_WAIT_SECONDS)
     status = OrderStatus(order.status)
     while status is OrderStatus.PLACING and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first request is still talking to catalog
+        time.sleep(0.05)
         status = _status_of(factory, order.id)
     match status:
         case OrderStatus.PLACING:
-            raise OrderInProgress("the order with this Idempotency-Key is still being placed")
+            raise OutcomeUnknown(load_order(factory, order.id))
         case OrderStatus.REJECTED:
-            raise OrderRejected("the order with this Idempotency-Key was rejected")
+            raise OrderRejected(
+                "the order with this Idempotency-Key was rejected; use a new key to try again",
+                order_id=order.id,
+            )
         case OrderStatus.FAILED:
-            raise CatalogUnavailable("the order with this Idempotency-Key failed; retry")
+            raise OrderFailed(
+                "the order with this Idempotency-Key failed and nothing was charged;"
+                " use a new key to try again",
+                order_id=order.id,
+            )
     return Placed(load_order(factory, order.id), replayed=True)
 
 
@@ -303,30 +359,47 @@ def complete_order(
 
 
 def _close_unplaced(factory: sessionmaker[Session], order_id: int, status: OrderStatus) -> None:
-    """rejected/failed orders give their idempotency key back: retrying with the same key makes a
-    fresh attempt (errors are not replayed, like Stripe's 5xx)."""
-    with factory.begin() as session:
-        session.execute(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.PLACING)
-            .values(status=status, idempotency_key=None, request_hash=None)
-        )
+    """Called only once the reservation is known to hold nothing. The order keeps its
+    Idempotency-Key: a key's outcome is final, so a replay answers this same failure, and a request
+    with this key that is still in flight (its client gave up) can never place a second order. If the database fails here the order stays `placing` and the
+    recovery job fails it (catalog has nothing for it); the client's answer is unchanged."""
+    try:
+        with factory.begin() as session:
+            session.execute(
+                update(Order)
+                .where(Order.id == order_id, Order.status == OrderStatus.PLACING)
+                .values(status=status)
+            )
+    except DBAPIError:
+        log.warning("order %s: could not mark it %s; recovery will", order_id, status)
 
 
 def _undo(
-    factory: sessionmaker[Session], catalog: CatalogClient, order: _Placing, status: OrderStatus
+    factory: sessionmaker[Session],
+    catalog: CatalogClient,
+    order: _Placing,
+    status: OrderStatus,
+    *,
+    known_untouched: bool = False,
 ) -> None:
-    _release_quietly(catalog, order.reservation_id)
+    """Release the reservation, then close the order as `status`. When the release cannot be
+    confirmed and catalog may hold (or have sold) stock for this order, the order stays `placing`
+    and OutcomeUnknown is raised instead: the recovery job settles it. `known_untouched`: no
+    request ever reached catalog, so there is nothing to release."""
+    if not (_release_quietly(catalog, order.reservation_id) or known_untouched):
+        raise OutcomeUnknown(order.as_order())
     _close_unplaced(factory, order.id, status)
 
 
-def _release_quietly(catalog: CatalogClient, reservation_id: uuid.UUID) -> None:
-    """Best effort, one attempt: the 503 must stay fast. If it fails, the reservation's TTL and
-    catalog's sweeper return the stock."""
+def _release_quietly(catalog: CatalogClient, reservation_id: uuid.UUID) -> bool:
+    """One attempt, so that the answer stays fast; True once catalog confirmed the release (which
+    also records an unseen id as released, so a late reserve with it is refused)."""
     try:
         catalog.release(reservation_id, retry=False)
     except CatalogUnavailable:
-        log.warning("could not release reservation %s; catalog's TTL will", reservation_id)
+        log.warning("could not release reservation %s; the recovery job will", reservation_id)
+        return False
+    return True
 
 
 def load_order(factory: sessionmaker[Session], order_id: int) -> Order:

@@ -5,7 +5,12 @@
   one transaction); otherwise (no reservation, released, expired, or refused by the commit with
   409) the reservation is released (idempotent) and the order marked `failed`;
 - cancellations whose intent is recorded but whose order is not `cancelled` yet (the catalog call
-  failed or the process died): release again (idempotent) and finish the cancellation.
+  failed or the process died): release again (idempotent) and finish the cancellation;
+- then a bounded reconciliation pass (reconciliation.py) repairs any mismatch between orders and
+  reservations that is left, e.g. a `failed` order whose reservation is `committed`.
+
+An order is marked `failed` only once its reservation is known released, expired or absent (the
+release of an id catalog never saw records it as released, so a late reserve is refused).
 
 Safe with several replicas: a batch is claimed with `FOR UPDATE SKIP LOCKED` and the claim bumps
 `updated_at`, which works as a lease, so no other replica picks the same order for another
@@ -29,6 +34,7 @@ from orders.catalog_client import CatalogClient, ReservationGone
 from orders.exceptions import CatalogUnavailable, OrderTooLarge
 from orders.models import Order, OrderStatus
 from orders.placement import complete_order, order_total
+from orders.reconciliation import Reconciler
 from orders.schemas import RecoveryReport
 from shop_common.logs import reset_request_id, set_request_id
 
@@ -43,7 +49,35 @@ class _Claimed:
     is_cancelling: bool
 
 
+# Reconciliation pages per background run (each `recovery_batch_size` reservations): bounded work.
+RECONCILE_PAGES_PER_RUN = 5
+# The internal trigger reconciles everything, up to this many pages.
+RECONCILE_PAGES_FULL = 10_000
+
+
 def recover_orders(
+    factory: sessionmaker[Session],
+    catalog: CatalogClient,
+    *,
+    older_than_seconds: float,
+    batch_size: int,
+    reconciler: Reconciler | None = None,
+    reconcile_pages: int = RECONCILE_PAGES_PER_RUN,
+) -> RecoveryReport:
+    """Settle stuck orders, then (with a reconciler) one reconciliation pass whose grace period
+    is `older_than_seconds` too. A fresh Reconciler (no cursor) reconciles from the oldest."""
+    report = _settle(factory, catalog, older_than_seconds=older_than_seconds, batch_size=batch_size)
+    if reconciler is not None:
+        try:
+            report.repaired = reconciler.run(
+                grace_seconds=older_than_seconds, max_pages=reconcile_pages
+            )
+        except CatalogUnavailable:
+            report.skipped += 1
+    return report
+
+
+def _settle(
     factory: sessionmaker[Session],
     catalog: CatalogClient,
     *,
@@ -121,7 +155,7 @@ def _finish_placing(
         session.execute(
             update(Order)
             .where(Order.id == claimed.id, Order.status == OrderStatus.PLACING)
-            .values(status=OrderStatus.FAILED, idempotency_key=None, request_hash=None)
+            .values(status=OrderStatus.FAILED)
         )
     log.info("gave up order %s: its reservation is gone", claimed.id)
     return False
@@ -162,6 +196,7 @@ def recovery_thread(
     """Runs recover_orders every interval_seconds in a daemon thread (the service is sync: the
     job's blocking database and HTTP calls stay off the event loop)."""
     stop = threading.Event()
+    reconciler = Reconciler(factory, catalog, page_size=batch_size)  # its cursor: this thread's
 
     def loop() -> None:
         while not stop.wait(interval_seconds):
@@ -172,8 +207,9 @@ def recovery_thread(
                     catalog,
                     older_than_seconds=older_than_seconds,
                     batch_size=batch_size,
+                    reconciler=reconciler,
                 )
-                if report.completed or report.failed or report.cancelled or report.skipped:
+                if any(report.model_dump().values()):
                     log.info("recovery run: %s", report.model_dump())
             except Exception:  # a broken run must not end the loop; logged with its traceback
                 log.exception("recovery run failed")

@@ -11,6 +11,7 @@ from orders import placement, recovery
 from orders import service as order_service
 from orders.deps import CatalogDep, SessionFactoryDep, SettingsDep, UsersDep
 from orders.models import OrderStatus
+from orders.reconciliation import Reconciler
 from orders.schemas import (
     OrderCreate,
     OrderFilters,
@@ -26,6 +27,9 @@ from shop_common.schemas import Page, PageDep
 router = APIRouter(prefix="/orders", tags=["orders"])
 internal_router = APIRouter(prefix="/internal/orders", tags=["internal"], include_in_schema=False)
 
+# When a client answered 202 should look again: the first request may finish within seconds; the
+# recovery job settles the rest after placing_deadline_seconds.
+RETRY_AFTER_SECONDS = 5
 OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 IdempotencyKey = Annotated[
@@ -57,9 +61,26 @@ UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
                 }
             },
         },
+        202: {
+            "model": OrderRead,
+            "description": (
+                "The outcome is not known yet (a fault hit the placement): the order is `placing`"
+                " and will end `pending` or `failed` by itself. Poll `Location` (GET /orders/{id})"
+                " or replay with the same Idempotency-Key after `Retry-After` seconds."
+            ),
+            "headers": {
+                "Location": {"description": "/orders/{id}", "schema": {"type": "string"}},
+                "Retry-After": {"description": "seconds", "schema": {"type": "integer"}},
+            },
+        },
         409: {"description": "Insufficient stock (`short` lists the products)."},
         422: {"description": "Invalid items, unknown/inactive products, reused key."},
-        503: {"description": "Catalog unavailable; nothing stays reserved."},
+        503: {
+            "description": (
+                "Catalog or database unavailable: this request placed no order and holds no"
+                " stock; retrying (with the same key) is safe."
+            )
+        },
     },
 )
 def create_order(
@@ -71,7 +92,13 @@ def create_order(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderRead:
-    placed = placement.place_order(factory, catalog, settings, user, body, idempotency_key)
+    try:
+        placed = placement.place_order(factory, catalog, settings, user, body, idempotency_key)
+    except placement.OutcomeUnknown as unknown:
+        response.status_code = 202
+        response.headers["Location"] = f"/orders/{unknown.order.id}"
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return OrderRead.model_validate(unknown.order)
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return OrderRead.model_validate(placed.order)
@@ -141,7 +168,8 @@ def recover_orders(
     settings: SettingsDep,
     older_than_seconds: Annotated[float | None, Query(ge=0, le=86_400)] = None,
 ) -> RecoveryReport:
-    """Run the recovery job once, now (tests; operators). Default age: placing_deadline_seconds."""
+    """Run the recovery job once, now, with a full reconciliation pass (tests; operators).
+    Default age (and reconciliation grace): placing_deadline_seconds."""
     return recovery.recover_orders(
         factory,
         catalog,
@@ -149,4 +177,6 @@ def recover_orders(
             settings.placing_deadline_seconds if older_than_seconds is None else older_than_seconds
         ),
         batch_size=settings.recovery_batch_size,
+        reconciler=Reconciler(factory, catalog, page_size=settings.recovery_batch_size),
+        reconcile_pages=recovery.RECONCILE_PAGES_FULL,
     )

@@ -81,3 +81,4 @@ class RecoveryReport(Output):
     failed: int = 0
     cancelled: int = 0
     skipped: int = 0
+    repaired: int = Field(default=0, description="Mismatches repaired by the reconciliation pass.")

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime
 
 from catalog.config import CatalogSettings
 from catalog.deps import SessionFactoryDep
 from catalog.reservations import service as reservation_service
-from catalog.reservations.schemas import ReservationCreate, ReservationRead, SweepResult
+from catalog.reservations.schemas import (
+    ReservationCreate,
+    ReservationCursor,
+    ReservationRead,
+    ReservationStatePage,
+    ReservationStateRead,
+    SweepResult,
+)
 from shop_common.auth import InternalCaller
 from shop_common.db import SessionDep
 
@@ -31,6 +40,27 @@ def create_reservation(
     with factory.begin() as session:  # commits in this thread: see SessionFactoryDep
         reservation = reservation_service.create_reservation(session, body, default_ttl_seconds=ttl)
         return ReservationRead.model_validate(reservation)
+
+
+@router.get("")
+def list_reservations(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    after_updated_at: AwareDatetime | None = None,
+    after_id: uuid.UUID | None = None,
+) -> ReservationStatePage:
+    """Held and committed reservations, oldest change first, one keyset page at a time."""
+    rows = reservation_service.list_live_reservations(
+        session, after_updated_at=after_updated_at, after_id=after_id, limit=limit
+    )
+    items = [ReservationStateRead.model_validate(r) for r in rows]
+    last = rows[-1] if len(rows) == limit else None
+    cursor = (
+        None
+        if last is None
+        else ReservationCursor(updated_at=last.updated_at, reservation_id=last.id)
+    )
+    return ReservationStatePage(items=items, next=cursor)
 
 
 @router.post("/sweep")

@@ -51,3 +51,21 @@ class ReservationRead(Output):
 
 class SweepResult(Output):
     expired: int
+
+
+class ReservationStateRead(Output):
+    reservation_id: uuid.UUID = Field(validation_alias="id")
+    status: ReservationStatus
+    updated_at: datetime
+
+
+class ReservationCursor(Output):
+    updated_at: datetime
+    reservation_id: uuid.UUID
+
+
+class ReservationStatePage(Output):
+    """`next`: pass it back as after_updated_at/after_id for the following page; None at the end."""
+
+    items: list[ReservationStateRead]
+    next: ReservationCursor | None

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, selectinload
 
@@ -44,6 +44,27 @@ def get_reservation(session: Session, reservation_id: uuid.UUID) -> Reservation:
     if reservation is None:
         raise ReservationNotFound(f"no reservation {reservation_id}")
     return reservation
+
+
+def list_live_reservations(
+    session: Session,
+    *,
+    after_updated_at: datetime | None,
+    after_id: uuid.UUID | None,
+    limit: int,
+) -> list[Reservation]:
+    """Held and committed reservations in (updated_at, id) order, strictly after the cursor; keyset
+    paging on ix_reservations_live_updated_at, without the lines (orders' reconciliation pass)."""
+    stmt = select(Reservation).where(Reservation.status.in_(("held", "committed")))
+    if after_updated_at is not None:
+        after = tuple_(Reservation.updated_at, Reservation.id) > tuple_(
+            literal(after_updated_at), literal(after_id or _MIN_UUID)
+        )
+        stmt = stmt.where(after)
+    return list(session.scalars(stmt.order_by(Reservation.updated_at, Reservation.id).limit(limit)))
+
+
+_MIN_UUID = uuid.UUID(int=0)
 
 
 def create_reservation(
