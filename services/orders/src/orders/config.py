@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from shop_common.settings import ShopSettings
 
@@ -40,16 +38,6 @@ class OrdersSettings(ShopSettings):
         le=3600,
         description="Passed to catalog (which accepts 1..3600); None: catalog's default.",
     )
-    # Fault injection for the crash tests: sleep after the reservation is held, before anything
-    # else, so a test can SIGKILL the process at exactly that point. Refused in production.
-    fault_pause_after_reserve_seconds: float = Field(default=0, ge=0, le=60)
-
-    @model_validator(mode="after")
-    def _no_fault_injection_in_production(self) -> Self:
-        if self.environment == "production" and self.fault_pause_after_reserve_seconds:
-            raise ValueError("FAULT_PAUSE_AFTER_RESERVE_SECONDS is refused in production")
-        return self
-
     @property
     def catalog_call_bound_seconds(self) -> float:
         """Worst case of one catalog call with its retries: every attempt may take a full connect

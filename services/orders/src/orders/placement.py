@@ -152,9 +152,6 @@ def place_order(
         _undo(factory, catalog, order, OrderStatus.FAILED, known_untouched=not exc.outcome_unknown)
         raise
 
-    if settings.fault_pause_after_reserve_seconds:  # crash tests SIGKILL the process here
-        time.sleep(settings.fault_pause_after_reserve_seconds)
-
     try:
         _check_matches(reservation, lines)
         total = order_total(reservation)
