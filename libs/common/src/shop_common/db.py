@@ -49,9 +49,27 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
-# scope="function": the commit runs after the handler returns and BEFORE the response is sent,
-# so a failing commit becomes an error response instead of a 200 for data that was not stored.
+# The two ways a request handler owns database work (CONTRIBUTING.md, "Owning a transaction"):
+#
+# SessionDep: one request, one transaction. The commit runs after the handler returns and BEFORE
+# the response is sent (scope="function"), so a failing commit becomes an error response instead
+# of a 200 for data that was not stored; an error rolls it back. The default for every handler.
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
+
+
+async def _transaction_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    return factory
+
+
+# TransactionFactoryDep: the handler (or the service function it passes the factory to) opens
+# `with factory.begin() as session:` itself, once per step. For paths that must commit on their own
+# schedule: between calls to another service (order placement, cancellation: never a transaction
+# held across HTTP), before answering an error (a refresh token's family revoked, then 400), or in
+# the handler's own thread because the rows it locks are hot (catalog's reservations: with
+# SessionDep the commit needs a second threadpool hop, which cannot start while every worker thread
+# waits on the same row lock).
+TransactionFactoryDep = Annotated[sessionmaker[Session], Depends(_transaction_factory)]
 
 
 def constraint_name(exc: IntegrityError) -> str | None:

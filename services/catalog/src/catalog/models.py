@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -31,7 +32,17 @@ from catalog.db import Base, metadata
 SKU_PATTERN = "^[A-Z0-9][A-Z0-9-]{0,63}$"
 MAX_PRICE = Decimal("99999999.99")
 MAX_STOCK = 1_000_000
-RESERVATION_STATUSES = ("held", "committed", "released", "expired")
+
+
+class ReservationStatus(enum.StrEnum):
+    """held → committed | released | expired; committed → released (a cancelled order restocks).
+    The DB check constraint `status_known` allows exactly these values."""
+
+    HELD = "held"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
 
 # The full-text document of a product. The GIN index in the first migration is built on exactly
 # this expression, and products/service.py filters with it, so the planner can use the index.
@@ -146,7 +157,7 @@ class Reservation(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in RESERVATION_STATUSES) + ")",
+            "status IN (" + ", ".join(f"'{s}'" for s in ReservationStatus) + ")",
             name="status_known",
         ),
         # The sweeper's scan: held reservations by expiry.

@@ -8,6 +8,7 @@ are never retried. The worst-case duration of one call is OrdersSettings.catalog
 
 from __future__ import annotations
 
+import enum
 import logging
 import uuid
 from collections.abc import Sequence
@@ -48,11 +49,20 @@ class ReservedItem(BaseModel):
     unit_price: Decimal
 
 
+class ReservationStatus(enum.StrEnum):
+    """Catalog's reservation statuses, as its internal API answers them (DESIGN §4)."""
+
+    HELD = "held"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
 class Reservation(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     reservation_id: uuid.UUID
-    status: str  # held | committed | released | expired
+    status: ReservationStatus
     items: list[ReservedItem] = []
     expires_at: datetime | None = None
 
@@ -68,7 +78,7 @@ class ReservationState(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     reservation_id: uuid.UUID
-    status: str
+    status: ReservationStatus
     updated_at: datetime
 
 

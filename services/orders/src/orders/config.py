@@ -38,6 +38,7 @@ class OrdersSettings(ShopSettings):
         le=3600,
         description="Passed to catalog (which accepts 1..3600); None: catalog's default.",
     )
+
     @property
     def catalog_call_bound_seconds(self) -> float:
         """Worst case of one catalog call with its retries: every attempt may take a full connect

@@ -5,16 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session, sessionmaker
 
 from orders.catalog_client import CatalogClient
 from orders.config import OrdersSettings
 from orders.users_client import UsersClient
-
-
-async def _sessionmaker(request: Request) -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = request.app.state.sessionmaker
-    return factory
 
 
 async def _catalog(request: Request) -> CatalogClient:
@@ -32,7 +26,6 @@ async def _settings(request: Request) -> OrdersSettings:
     return settings
 
 
-SessionFactoryDep = Annotated[sessionmaker[Session], Depends(_sessionmaker)]
 CatalogDep = Annotated[CatalogClient, Depends(_catalog)]
 UsersDep = Annotated[UsersClient, Depends(_users)]
 SettingsDep = Annotated[OrdersSettings, Depends(_settings)]

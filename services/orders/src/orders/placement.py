@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from orders.catalog_client import CatalogClient, Reservation, ReservationLine
+from orders.catalog_client import CatalogClient, Reservation, ReservationLine, ReservationStatus
 from orders.config import OrdersSettings
 from orders.exceptions import (
     ActingForOtherUser,
@@ -285,7 +285,10 @@ def _status_of(factory: sessionmaker[Session], order_id: int) -> OrderStatus:
 def _check_matches(reservation: Reservation, lines: list[ReservationLine]) -> None:
     asked = {(ln.product_id, ln.quantity) for ln in lines}
     got = {(item.product_id, item.quantity) for item in reservation.items}
-    if reservation.status not in ("held", "committed") or asked != got:
+    if (
+        reservation.status not in (ReservationStatus.HELD, ReservationStatus.COMMITTED)
+        or asked != got
+    ):
         log.error("catalog reservation %s does not match the order", reservation.reservation_id)
         raise CatalogUnavailable("the catalog service gave an unexpected answer")
 

@@ -34,6 +34,7 @@ from orders.catalog_client import (
     ReservationCursor,
     ReservationGone,
     ReservationState,
+    ReservationStatus,
 )
 from orders.exceptions import CatalogUnavailable
 from orders.models import Order, OrderStatus
@@ -130,18 +131,22 @@ class Reconciler:
             rid,
             order_id,
             status or "absent",
-            "committed" if kind == "held_for_live_order" else "released, stock restored",
+            ReservationStatus.COMMITTED
+            if kind == "held_for_live_order"
+            else "released, stock restored",
             extra={"repair": kind},
         )
         return 1
 
 
-def _mismatch(reservation_status: str, order_status: OrderStatus | None) -> str | None:
+def _mismatch(
+    reservation_status: ReservationStatus, order_status: OrderStatus | None
+) -> str | None:
     if order_status is OrderStatus.PLACING:
         return None  # the recovery of `placing` orders settles it
     if order_status is None or order_status in DEAD:
         who = "without_order" if order_status is None else f"for_{order_status.value}_order"
         return f"{reservation_status}_{who}"
-    if reservation_status == "held" and order_status in LIVE:
+    if reservation_status is ReservationStatus.HELD and order_status in LIVE:
         return "held_for_live_order"
     return None

@@ -30,7 +30,7 @@ from datetime import timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from orders.catalog_client import CatalogClient, ReservationGone
+from orders.catalog_client import CatalogClient, ReservationGone, ReservationStatus
 from orders.exceptions import CatalogUnavailable, OrderTooLarge
 from orders.models import Order, OrderStatus
 from orders.placement import complete_order, order_total
@@ -136,7 +136,7 @@ def _finish_placing(
     reservation = catalog.get_reservation(claimed.reservation_id)
     if (
         reservation is not None
-        and reservation.status in ("held", "committed")
+        and reservation.status in (ReservationStatus.HELD, ReservationStatus.COMMITTED)
         and reservation.items
     ):
         try:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from orders import placement, recovery
 from orders import service as order_service
-from orders.deps import CatalogDep, SessionFactoryDep, SettingsDep, UsersDep
+from orders.deps import CatalogDep, SettingsDep, UsersDep
 from orders.models import OrderStatus
 from orders.reconciliation import Reconciler
 from orders.schemas import (
@@ -21,7 +21,7 @@ from orders.schemas import (
     TopSpender,
 )
 from shop_common.auth import AdminUser, CurrentUser, InternalCaller
-from shop_common.db import SessionDep
+from shop_common.db import SessionDep, TransactionFactoryDep
 from shop_common.schemas import Page, PageDep
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -86,7 +86,7 @@ UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 def create_order(
     body: OrderCreate,
     user: CurrentUser,
-    factory: SessionFactoryDep,
+    factory: TransactionFactoryDep,
     catalog: CatalogDep,
     settings: SettingsDep,
     response: Response,
@@ -154,7 +154,7 @@ def change_order_status(
     order_id: OrderId,
     new_status: Annotated[OrderStatus, Query()],
     user: CurrentUser,
-    factory: SessionFactoryDep,
+    factory: TransactionFactoryDep,
     catalog: CatalogDep,
 ) -> OrderRead:
     order = order_service.change_status(factory, catalog, user, order_id, new_status)
@@ -163,7 +163,7 @@ def change_order_status(
 
 @internal_router.post("/recover", dependencies=[InternalCaller])
 def recover_orders(
-    factory: SessionFactoryDep,
+    factory: TransactionFactoryDep,
     catalog: CatalogDep,
     settings: SettingsDep,
     older_than_seconds: Annotated[float | None, Query(ge=0, le=86_400)] = None,

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime
 
 from catalog.config import CatalogSettings
-from catalog.deps import SessionFactoryDep
 from catalog.reservations import service as reservation_service
 from catalog.reservations.schemas import (
     ReservationCreate,
@@ -20,7 +19,7 @@ from catalog.reservations.schemas import (
     SweepResult,
 )
 from shop_common.auth import InternalCaller
-from shop_common.db import SessionDep
+from shop_common.db import SessionDep, TransactionFactoryDep
 
 router = APIRouter(
     prefix="/internal/reservations", tags=["internal"], dependencies=[InternalCaller]
@@ -34,10 +33,10 @@ def _settings(request: Request) -> CatalogSettings:
 
 @router.post("", status_code=201)
 def create_reservation(
-    body: ReservationCreate, factory: SessionFactoryDep, request: Request
+    body: ReservationCreate, factory: TransactionFactoryDep, request: Request
 ) -> ReservationRead:
     ttl = _settings(request).reservation_ttl_seconds
-    with factory.begin() as session:  # commits in this thread: see SessionFactoryDep
+    with factory.begin() as session:  # commits in this thread (hot rows): see TransactionFactoryDep
         reservation = reservation_service.create_reservation(session, body, default_ttl_seconds=ttl)
         return ReservationRead.model_validate(reservation)
 
@@ -64,7 +63,7 @@ def list_reservations(
 
 
 @router.post("/sweep")
-def sweep_reservations(factory: SessionFactoryDep, request: Request) -> SweepResult:
+def sweep_reservations(factory: TransactionFactoryDep, request: Request) -> SweepResult:
     batch = _settings(request).reservation_sweep_batch_size
     with factory.begin() as session:
         return SweepResult(
@@ -80,7 +79,9 @@ def get_reservation(reservation_id: uuid.UUID, session: SessionDep) -> Reservati
 
 
 @router.post("/{reservation_id}/commit")
-def commit_reservation(reservation_id: uuid.UUID, factory: SessionFactoryDep) -> ReservationRead:
+def commit_reservation(
+    reservation_id: uuid.UUID, factory: TransactionFactoryDep
+) -> ReservationRead:
     with factory.begin() as session:
         return ReservationRead.model_validate(
             reservation_service.commit_reservation(session, reservation_id)
@@ -88,7 +89,9 @@ def commit_reservation(reservation_id: uuid.UUID, factory: SessionFactoryDep) ->
 
 
 @router.post("/{reservation_id}/release")
-def release_reservation(reservation_id: uuid.UUID, factory: SessionFactoryDep) -> ReservationRead:
+def release_reservation(
+    reservation_id: uuid.UUID, factory: TransactionFactoryDep
+) -> ReservationRead:
     with factory.begin() as session:
         return ReservationRead.model_validate(
             reservation_service.release_reservation(session, reservation_id)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
 from catalog.categories.schemas import ForeignId
-from catalog.models import MAX_STOCK
+from catalog.models import MAX_STOCK, ReservationStatus
 from shop_common.schemas import Input, Output
-
-ReservationStatus = Literal["held", "committed", "released", "expired"]
 
 
 class ReservationLine(Input):

@@ -16,7 +16,7 @@ from sqlalchemy import Table, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, selectinload
 
-from catalog.models import Product, Reservation, ReservationItem
+from catalog.models import Product, Reservation, ReservationItem, ReservationStatus
 from catalog.reservations.exceptions import (
     InsufficientStock,
     InvalidReservationTransition,
@@ -55,7 +55,9 @@ def list_live_reservations(
 ) -> list[Reservation]:
     """Held and committed reservations in (updated_at, id) order, strictly after the cursor; keyset
     paging on ix_reservations_live_updated_at, without the lines (orders' reconciliation pass)."""
-    stmt = select(Reservation).where(Reservation.status.in_(("held", "committed")))
+    stmt = select(Reservation).where(
+        Reservation.status.in_((ReservationStatus.HELD, ReservationStatus.COMMITTED))
+    )
     if after_updated_at is not None:
         after = tuple_(Reservation.updated_at, Reservation.id) > tuple_(
             literal(after_updated_at), literal(after_id or _MIN_UUID)
@@ -80,7 +82,7 @@ def create_reservation(
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     created = session.execute(
         insert(_RESERVATIONS)
-        .values(id=data.reservation_id, status="held", expires_at=func.now() + ttl)
+        .values(id=data.reservation_id, status=ReservationStatus.HELD, expires_at=func.now() + ttl)
         .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
         .returning(_RESERVATIONS.c.expires_at)
     ).one_or_none()
@@ -97,7 +99,10 @@ def create_reservation(
     session.execute(insert(_ITEMS), [_columns(i) for i in items])
     # Transient (never added to the session): only what the response shows.
     return Reservation(
-        id=data.reservation_id, status="held", expires_at=created.expires_at, items=items
+        id=data.reservation_id,
+        status=ReservationStatus.HELD,
+        expires_at=created.expires_at,
+        items=items,
     )
 
 
@@ -211,12 +216,12 @@ def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservati
         update(_RESERVATIONS)
         .where(
             _RESERVATIONS.c.id == reservation_id,
-            _RESERVATIONS.c.status == "held",
+            _RESERVATIONS.c.status == ReservationStatus.HELD,
             _RESERVATIONS.c.expires_at > func.now(),
         )
-        .values(status="committed", updated_at=func.now())
+        .values(status=ReservationStatus.COMMITTED, updated_at=func.now())
         .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.expires_at)
-        .cte("committed")
+        .cte("just_committed")
     )
     rows = session.execute(
         select(
@@ -234,7 +239,7 @@ def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservati
         # Transient (never added to the session): only what the response shows.
         return Reservation(
             id=reservation_id,
-            status="committed",
+            status=ReservationStatus.COMMITTED,
             expires_at=rows[0].expires_at,
             items=[
                 ReservationItem(
@@ -249,12 +254,12 @@ def commit_reservation(session: Session, reservation_id: uuid.UUID) -> Reservati
             ],
         )
     reservation = get_reservation(session, reservation_id)
-    if reservation.status == "held":
+    if reservation.status == ReservationStatus.HELD:
         raise ReservationExpired(
             f"reservation {reservation_id} expired at {reservation.expires_at.isoformat()}",
-            reservation_status="held",
+            reservation_status=ReservationStatus.HELD,
         )
-    if reservation.status != "committed":
+    if reservation.status != ReservationStatus.COMMITTED:
         raise InvalidReservationTransition(
             f"reservation {reservation_id} is {reservation.status} and cannot be committed",
             reservation_status=reservation.status,
@@ -271,13 +276,16 @@ def release_reservation(session: Session, reservation_id: uuid.UUID) -> Reservat
     it and is refused as a ReservationMismatch instead of holding stock until the TTL."""
     session.execute(
         insert(_RESERVATIONS)
-        .values(id=reservation_id, status="released", expires_at=func.now())
+        .values(id=reservation_id, status=ReservationStatus.RELEASED, expires_at=func.now())
         .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
     )
     released = session.scalar(
         update(Reservation)
-        .where(Reservation.id == reservation_id, Reservation.status.in_(("held", "committed")))
-        .values(status="released", updated_at=func.now())
+        .where(
+            Reservation.id == reservation_id,
+            Reservation.status.in_((ReservationStatus.HELD, ReservationStatus.COMMITTED)),
+        )
+        .values(status=ReservationStatus.RELEASED, updated_at=func.now())
         .returning(Reservation.id)
         .execution_options(**_NO_SYNC)
     )
@@ -292,7 +300,9 @@ def expire_overdue(session: Session, *, limit: int) -> int:
     candidates = list(
         session.scalars(
             select(Reservation.id)
-            .where(Reservation.status == "held", Reservation.expires_at <= func.now())
+            .where(
+                Reservation.status == ReservationStatus.HELD, Reservation.expires_at <= func.now()
+            )
             .order_by(Reservation.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -303,8 +313,8 @@ def expire_overdue(session: Session, *, limit: int) -> int:
     expired = list(
         session.scalars(
             update(Reservation)
-            .where(Reservation.id.in_(candidates), Reservation.status == "held")
-            .values(status="expired", updated_at=func.now())
+            .where(Reservation.id.in_(candidates), Reservation.status == ReservationStatus.HELD)
+            .values(status=ReservationStatus.EXPIRED, updated_at=func.now())
             .returning(Reservation.id)
             .execution_options(**_NO_SYNC)
         )

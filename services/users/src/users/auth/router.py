@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import APIRouter, Form, Response
 
-from shop_common.db import SessionDep
+from shop_common.db import SessionDep, TransactionFactoryDep
 from users.auth import service as auth_service
 from users.auth import sessions
 from users.auth.schemas import Jwks, LogoutForm, TokenForm, TokenResponse
@@ -19,8 +18,8 @@ router = APIRouter(tags=["auth"])
 @router.post("/auth/token")
 def login_for_access_token(
     form: Annotated[TokenForm, Form()],
-    request: Request,
     session: SessionDep,
+    factory: TransactionFactoryDep,
     auth: AuthDep,
     client_ip: ClientIp,
 ) -> TokenResponse:
@@ -28,7 +27,7 @@ def login_for_access_token(
     Both answer a new access token (5 minutes by default) and a new refresh token."""
     if form.grant_type == "refresh_token":
         assert form.refresh_token is not None  # noqa: S101 - TokenForm's validator
-        factory: sessionmaker[Session] = request.app.state.sessionmaker
+        # Its own transactions: a reused token's family is revoked and committed, then 400.
         pair = auth_service.refresh(factory, auth, form.refresh_token)
     else:
         pair = auth_service.login(
