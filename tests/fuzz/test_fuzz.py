@@ -195,6 +195,7 @@ def test_internal_apis_with_the_service_token(
     known = {
         "users": {"GET /internal/users"},
         "catalog": {
+            "GET /internal/reservations",  # a read: pages through held/committed reservations
             "GET /internal/reservations/{reservation_id}",
             "POST /internal/reservations",
             "POST /internal/reservations/sweep",
