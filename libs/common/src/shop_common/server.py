@@ -24,6 +24,7 @@ from functools import cache
 from typing import Any
 
 import httptools
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _END_OF_HEAD = b"\r\n\r\n"
@@ -159,3 +160,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
         )
         self.transport.close()
+
+
+GUARDED_HTTP = "shop_common.server:GuardedHttpToolsProtocol"
+
+
+def serve(app_factory: str, *, host: str, port: int) -> None:
+    """Run a service's app factory under uvicorn with the guarded protocol, as the launcher, the
+    Dockerfile and the k8s manifests do (`<service> serve`)."""
+    uvicorn.run(app_factory, factory=True, host=host, port=port, http=GUARDED_HTTP)

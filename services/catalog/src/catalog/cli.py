@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-import uvicorn
 from sqlalchemy.orm import Session
 
+from shop_common import server
 from shop_common.db import make_engine
 
 
@@ -41,6 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("seed", help="load the demo catalog (idempotent)")
     args = parser.parse_args(argv)
     if args.command == "serve":
-        uvicorn.run("catalog.main:create_app", factory=True, host=args.host, port=args.port)
+        server.serve("catalog.main:create_app", host=args.host, port=args.port)
     elif args.command == "seed":
         raise SystemExit(_seed())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import uvicorn
+from shop_common import server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,4 +15,4 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        uvicorn.run("orders.main:create_app", factory=True, host=args.host, port=args.port)
+        server.serve("orders.main:create_app", host=args.host, port=args.port)

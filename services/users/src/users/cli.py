@@ -7,7 +7,7 @@ import getpass
 import os
 import sys
 
-import uvicorn
+from shop_common import server
 
 
 def _create_superuser(username: str, email: str) -> int:
@@ -63,6 +63,6 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--email", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        uvicorn.run("users.main:create_app", factory=True, host=args.host, port=args.port)
+        server.serve("users.main:create_app", host=args.host, port=args.port)
     elif args.command == "create-superuser":
         sys.exit(_create_superuser(args.username, args.email))
