@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import httpx
 import uvloop
 
 from gateway.client import UpstreamPool
+from shop_dev.processes import free_port
 
 sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
@@ -55,13 +55,6 @@ HEADERS = [
     (b"x-request-id", b"0123456789abcdef0123456789abcdef"),
 ]
 Fetch = Callable[[str], Awaitable[int]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start_stub(port: int) -> subprocess.Popen[bytes]:

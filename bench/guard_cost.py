@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shop_dev.processes import free_port
+
 BENCH = Path(__file__).parent
 APP_DIR = BENCH.parent / "libs" / "common" / "tests"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -38,13 +40,6 @@ wrk.headers["X-Forwarded-For"] = "127.0.0.1"
 wrk.headers["X-Forwarded-Proto"] = "http"
 wrk.headers["Accept-Encoding"] = "gzip"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:

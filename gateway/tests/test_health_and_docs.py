@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
+
+from shop_dev.processes import free_port
 
 if TYPE_CHECKING:
     from conftest import GatewayFactory, Process
@@ -49,13 +50,6 @@ def test_health_is_503_when_an_upstream_is_down(gateway_with_orders_down: Proces
     assert body["checks"]["orders"]["error"] == "unreachable"
     assert body["checks"]["users"]["status"] == "ok"
     assert body["detail"] == "upstream(s) not ready: orders"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_metrics_are_served_on_their_own_port_only(start_gateway: GatewayFactory) -> None:

@@ -15,19 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from shop_dev.processes import free_port
+
 HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("guard") / "uvicorn.log"
     env = {**os.environ, "MAX_HEADER_BYTES": "8192", "MAX_HEADER_COUNT": "20"}
     env["HEADER_READ_TIMEOUT_SECONDS"] = "1"
