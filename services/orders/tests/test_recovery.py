@@ -41,18 +41,7 @@ def _stuck_order(
     engine: Engine, user_id: int, reservation_id: uuid.UUID, *, age_seconds: int = 3600
 ) -> int:
     """The row a crash right after step 2 (or 3) leaves: `placing`, no items yet."""
-    with engine.begin() as conn:
-        order_id = conn.scalar(
-            text(
-                "INSERT INTO orders.orders (order_number, status, user_id, reservation_id,"
-                " created_at, updated_at) VALUES (:n, 'placing', :u, :r,"
-                " now() - make_interval(secs => :age), now() - make_interval(secs => :age))"
-                " RETURNING id"
-            ),
-            {"n": new_order_number(), "u": user_id, "r": reservation_id, "age": age_seconds},
-        )
-    assert isinstance(order_id, int)
-    return order_id
+    return _order_row(engine, user_id, reservation_id, "placing", age=age_seconds)
 
 
 def _recover(client: TestClient, shop_db: ShopDatabase, **params: Any) -> dict[str, int]:
