@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from sqlalchemy import Engine
 
 from shop_common.auth import KeySource, RemoteJwks, StaticKeys, TokenVerifier
-from shop_common.db import DATABASE_PROBLEMS, make_engine, make_sessionmaker
+from shop_common.db import DATABASE_PROBLEMS, make_engine, make_reader, make_sessionmaker
 from shop_common.docs import docs_router
 from shop_common.errors import PROBLEM_RESPONSES, install_problem_handlers
 from shop_common.guards import InputGuardMiddleware
@@ -78,6 +78,7 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.reader = make_reader(engine)
         stamps_client = (
             async_redis(settings.redis_url)
             if spec.check_revocation and settings.redis_url

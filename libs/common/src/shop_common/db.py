@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.elements import ClauseElement
 
 from shop_common.errors import Describer, Description, describe_internal_error
 
@@ -43,6 +45,25 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_reader(engine: Engine) -> Engine:
+    """The same engine (same pool, same URL) with AUTOCOMMIT: each statement is its own
+    transaction, so a one-statement read costs one round trip instead of three (BEGIN, SELECT,
+    COMMIT) in the service, in PgBouncer and in PostgreSQL. Setting it is a client-side flag."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+_DIALECT = PGDialect_psycopg2()  # type: ignore[no-untyped-call]
+
+
+def compiled_sql(statement: ClauseElement) -> str:
+    """A Core statement compiled once, at import, to psycopg2's SQL text with named `%(name)s`
+    parameters; run it with `connection.exec_driver_sql(sql, {"name": value})`. For hot paths:
+    skips the cache-key walk and the cache lookup SQLAlchemy does on every `execute()`. Results
+    come back as the driver's types (Decimal, aware datetime, UUID), which the Core types would not
+    change for these columns; bind parameters must be named with `bindparam("name")`."""
+    return str(statement.compile(dialect=_DIALECT))
+
+
 def _session(request: Request) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.sessionmaker
     with factory.begin() as session:  # commits on normal exit, rolls back on an exception
@@ -70,6 +91,18 @@ async def _transaction_factory(request: Request) -> sessionmaker[Session]:
 # SessionDep the commit needs a second threadpool hop, which cannot start while every worker thread
 # waits on the same row lock).
 TransactionFactoryDep = Annotated[sessionmaker[Session], Depends(_transaction_factory)]
+
+
+async def _reader(request: Request) -> Engine:
+    engine: Engine = request.app.state.reader
+    return engine
+
+
+# ReaderDep: an AUTOCOMMIT engine (make_reader) for a handler whose whole answer is ONE statement
+# (one SELECT sees one snapshot, so it needs no transaction around it): `with reader.connect() as
+# connection:` in a sync handler is one threadpool hop and one round trip. Anything that reads
+# twice and needs both reads to agree, or writes, uses one of the two above.
+ReaderDep = Annotated[Engine, Depends(_reader)]
 
 
 def constraint_name(exc: IntegrityError) -> str | None:
