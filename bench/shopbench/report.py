@@ -1,4 +1,4 @@
-"""Targets of DESIGN §8, and the three outputs: latest.json, latest.md, latency.png."""
+"""Targets of DESIGN §8 (issue 16's table: CPU per request and throughput), and the three outputs: latest.json, latest.md, latency.png."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ def comparisons(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _cpu(scenario: dict[str, Any] | None, process: str) -> float | None:
+    """CPU ms per request of one process (or "total") in a scenario; None when it did not run."""
+    if scenario is None or not scenario["requests"]:
+        return None
+    value = scenario["cpu_ms_per_request"].get(process)
+    return None if value is None else float(value)
+
+
+def _at_most(value: float | None, limit: float) -> bool | None:
+    return None if value is None else value <= limit
+
+
 def targets(
     results: dict[str, Any], compared: dict[str, Any], contention: dict[str, Any] | None
 ) -> list[Target]:
@@ -52,41 +64,69 @@ def targets(
     ratio = gw.get("throughput_ratio") if gw else None
     add(
         "gateway vs direct, `GET /products/{id}` throughput",
-        "≥ 0.85x",
+        "≥ 0.9x",
         ratio,
         "{:.2f}x",
-        None if ratio is None else ratio >= 0.85,
+        None if ratio is None else ratio >= 0.9,
     )
-    added = gw.get("p50_added_ms_serial") if gw else None
+    product = results.get("product_gateway")
     add(
-        "gateway vs direct, `GET /products/{id}` p50 added (1 connection)",
-        "≤ 1 ms",
-        added,
-        "{:+.2f} ms",
-        None if added is None else added <= 1.0,
+        "gateway CPU per proxied request (`GET /products/{id}`)",
+        "≤ 0.25 ms",
+        _cpu(product, "gateway"),
+        "{:.2f} ms",
+        _at_most(_cpu(product, "gateway"), 0.25),
     )
-    order = results.get("order_gateway")
     add(
-        "`POST /orders/` through the gateway, throughput",
-        "≥ 300/s",
-        order and order["success_rps"],
+        "`GET /products/{id}` through the gateway: catalog CPU",
+        "≤ 1.3 ms",
+        _cpu(product, "catalog"),
+        "{:.2f} ms",
+        _at_most(_cpu(product, "catalog"), 1.3),
+    )
+    add(
+        "`GET /products/{id}` through the gateway: throughput",
+        "≥ 700/s",
+        product and product["success_rps"],
         "{:.0f}/s",
-        None if order is None else order["success_rps"] >= 300,
-    )
-    add(
-        "`POST /orders/` through the gateway, p99",
-        "≤ 100 ms",
-        order and order["latency_ms"]["p99"],
-        "{:.1f} ms",
-        None if order is None else order["success_rps"] > 0 and order["latency_ms"]["p99"] <= 100,
+        None if product is None else product["success_rps"] >= 700,
     )
     me = results.get("users_me_gateway")
     add(
-        "`GET /users/me` through the gateway",
-        "≥ 450/s",
+        "`GET /users/me` through the gateway: users CPU",
+        "≤ 1.0 ms",
+        _cpu(me, "users"),
+        "{:.2f} ms",
+        _at_most(_cpu(me, "users"), 1.0),
+    )
+    add(
+        "`GET /users/me` through the gateway: throughput",
+        "≥ 1,000/s",
         me and me["success_rps"],
         "{:.0f}/s",
-        None if me is None else me["success_rps"] >= 450,
+        None if me is None else me["success_rps"] >= 1000,
+    )
+    order = results.get("order_gateway")
+    add(
+        "`POST /orders/` through the gateway: CPU of all processes",
+        "≤ 8 ms",
+        _cpu(order, "total"),
+        "{:.2f} ms",
+        _at_most(_cpu(order, "total"), 8.0),
+    )
+    add(
+        "`POST /orders/` through the gateway: throughput",
+        "≥ 200/s",
+        order and order["success_rps"],
+        "{:.0f}/s",
+        None if order is None else order["success_rps"] >= 200,
+    )
+    add(
+        "`POST /orders/` through the gateway: p99",
+        "≤ 150 ms",
+        order and order["latency_ms"]["p99"],
+        "{:.1f} ms",
+        None if order is None else order["success_rps"] > 0 and order["latency_ms"]["p99"] <= 150,
     )
     token = results.get("auth_token_gateway")
     add(
@@ -249,7 +289,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
-    ax.axvline(100, color="grey", linestyle=":", linewidth=1, label="100 ms (orders p99 target)")
+    ax.axvline(150, color="grey", linestyle=":", linewidth=1, label="150 ms (orders p99 target)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=8, frameon=False)
     meta = report["run"]
     ax.set_title(
