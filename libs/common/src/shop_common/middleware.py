@@ -46,6 +46,22 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        # labels() hashes the values and takes a lock on every call: each child is resolved once
+        # (routes are templates and methods a short list, so this stays small; bounded anyway).
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, status)
+        children = self._metrics.get(key)
+        if children is None:
+            children = (
+                REQUESTS.labels(self.service, method, route, str(status)),
+                LATENCY.labels(self.service, method, route),
+            )
+            if len(self._metrics) < 1000:
+                self._metrics[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +100,7 @@ class RequestContextMiddleware:
             route = _route_template(scope)
             method = scope.get("method", "")
             status = status_holder["status"]
-            REQUESTS.labels(self.service, method, route, str(status)).inc()
-            LATENCY.labels(self.service, method, route).observe(elapsed)
+            self._observe(method, route, status, elapsed)
             access_log.info(
                 "%s %s %s",
                 method,
