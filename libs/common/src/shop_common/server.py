@@ -34,6 +34,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -194,7 +195,7 @@ _SUPERVISOR_PID = "SHOP_WORKER_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
 
 
-def web_concurrency(environ: dict[str, str] | None = None) -> int:
+def web_concurrency(environ: Mapping[str, str] | None = None) -> int:
     """Worker processes from WEB_CONCURRENCY (unset: 1); anything but 1..MAX_WEB_CONCURRENCY stops
     the start with a message, before a port is bound. The same bounds as the settings field."""
     raw = (os.environ if environ is None else environ).get("WEB_CONCURRENCY", "").strip()
