@@ -130,13 +130,24 @@ class TestTwoWorkers:
         assert not metrics_dir.exists()
 
     def test_workers_die_with_a_killed_supervisor(self, two_workers: Served) -> None:
-        workers = [w.pid for w in _workers(two_workers.process.pid)]
+        workers = _workers(two_workers.process.pid)
+        left_behind = Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
 
         os.kill(two_workers.process.pid, signal.SIGKILL)  # the supervisor only, not its group
         two_workers.process.wait()
 
-        assert _gone(workers) == []
+        assert _gone([w.pid for w in workers]) == []
         assert busy_ports({"server": two_workers.port}) == []
+        assert left_behind.is_dir()  # nobody was left to remove it...
+        done = subprocess.run(
+            [*SERVE, "workers_app:broken", "--port", str(free_port())],
+            env={**os.environ, "PYTHONPATH": str(HERE), "WEB_CONCURRENCY": "2"},
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 3
+        assert not left_behind.exists()  # ...so the next start does
 
 
 def test_the_launcher_stops_a_two_worker_catalog_that_counts_every_request(

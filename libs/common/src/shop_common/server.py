@@ -36,6 +36,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -238,9 +239,7 @@ def serve(
         os.environ.pop(MULTIPROC_DIR, None)
         uvicorn.run(app_factory, **options)
         return
-    # A fresh private directory per start (mkdtemp: mode 0700), inside PROMETHEUS_MULTIPROC_DIR
-    # when the operator names one: files left by an earlier run would be counted again.
-    metrics_dir = tempfile.mkdtemp(prefix="shop-metrics-", dir=os.environ.get(MULTIPROC_DIR))
+    metrics_dir = _fresh_metrics_dir()
     os.environ.update(
         {MULTIPROC_DIR: metrics_dir, _APP_FACTORY: app_factory, _SUPERVISOR_PID: str(os.getpid())}
     )
@@ -252,6 +251,29 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         sys.exit(STARTUP_FAILURE)
+
+
+def _fresh_metrics_dir() -> str:
+    """A new private directory (mkdtemp: mode 0700) for this start's metrics files, inside
+    PROMETHEUS_MULTIPROC_DIR when the operator names one, else in the temporary directory: files
+    of an earlier run would be counted again. Directories a killed supervisor left behind (its pid
+    is gone, or is ours: a restarted container's PID 1) are removed first."""
+    base = Path(os.environ.get(MULTIPROC_DIR) or tempfile.gettempdir())
+    for stale in base.glob("shop-metrics-*-*"):
+        owner = stale.name.split("-")[2]
+        if owner.isdigit() and (int(owner) == os.getpid() or not _running(int(owner))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"shop-metrics-{os.getpid()}-", dir=base)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def worker_app() -> Any:
