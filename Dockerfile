@@ -68,14 +68,14 @@ ARG PORT
 # "false" for the gateway: it is the edge and decides itself whether to believe X-Forwarded-For
 # (TRUST_FORWARDED_FOR); uvicorn must not rewrite the client address before it looks.
 ARG PROXY_HEADERS=true
-# The service command, in one place: uvicorn reads its options from UVICORN_* variables, so CMD stays
-# exec form (uvicorn is PID 1 and gets SIGTERM: it stops accepting, finishes in-flight requests, runs
-# the lifespan exit). Any of these can be overridden per container (`-e UVICORN_PORT=...`).
+# The service command, in one place: shop_common.server reads its options from these UVICORN_*
+# variables (uvicorn's names), so CMD stays exec form (it is PID 1 and gets SIGTERM: it stops
+# accepting, finishes in-flight requests, runs the lifespan exit). Any of them can be overridden per
+# container (`-e UVICORN_PORT=...`); WEB_CONCURRENCY > 1 makes it a supervisor of that many workers.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/app/.venv/bin:$PATH \
     UVICORN_APP=${PACKAGE}.main:create_app \
-    UVICORN_FACTORY=true \
     UVICORN_HOST=0.0.0.0 \
     UVICORN_PORT=${PORT} \
     UVICORN_PROXY_HEADERS=${PROXY_HEADERS}
@@ -85,6 +85,6 @@ EXPOSE ${PORT}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ['UVICORN_PORT'], timeout=2)"]
 STOPSIGNAL SIGTERM
-# --http: uvicorn's httptools protocol with a bound on the request head (431/408, shop_common.server).
-CMD ["uvicorn", "--no-access-log", "--timeout-graceful-shutdown", "20", \
-     "--http", "shop_common.server:GuardedHttpToolsProtocol"]
+# uvicorn with the httptools protocol bounding the request head (431/408), no uvicorn access log (each
+# service writes its own), WEB_CONCURRENCY workers with Prometheus in multiprocess mode.
+CMD ["python", "-m", "shop_common.server", "--timeout-graceful-shutdown", "20"]

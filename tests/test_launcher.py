@@ -81,23 +81,31 @@ def wait_for_line(launcher: subprocess.Popen[bytes], output: Path, line: str) ->
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("gap_seconds", [0.0, 1.0], ids=["back-to-back", "one-second-apart"])
+@pytest.mark.parametrize(
+    ("gap_seconds", "workers"),
+    [(0.0, 1), (1.0, 1), (0.0, 2)],
+    ids=["back-to-back", "one-second-apart", "two-workers-each"],
+)
 def test_int_then_term_then_kill_leaves_no_process_and_frees_every_port(
     shop_db: ShopDatabase,
     jwt_keys: TestKeys,
     launcher_database: str,
     tmp_path: Path,
     gap_seconds: float,
+    workers: int,
 ) -> None:
     ports = {name: free_port() for name in NAMES}
     output = tmp_path / "launcher.out"
     env = launcher_env(shop_db, jwt_keys, launcher_database, tmp_path / "state", ports)
+    env["WEB_CONCURRENCY"] = str(workers)  # every service: a supervisor and its workers
     launcher = start_launcher(env, output)
     children: list[psutil.Process] = []
     try:
         wait_for_line(launcher, output, "ready.")
         children = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(children) >= len(NAMES), output.read_text()
+        services = len(NAMES) - 1  # PgBouncer is one process
+        extra_workers = services * workers if workers > 1 else 0
+        assert len(children) >= len(NAMES) + extra_workers, output.read_text()
 
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             launcher.send_signal(signum)

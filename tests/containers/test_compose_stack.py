@@ -198,11 +198,12 @@ def test_every_service_container_runs_as_an_unprivileged_user(
     assert info["Config"]["User"] == "10001:10001"
     uid = compose_stack.run("exec", "-T", service, "id", "-u").strip()
     assert uid == "10001"
-    # PID 1 is uvicorn itself (it gets SIGTERM), owned by that user.
+    # PID 1 is the server itself (shop_common.server running uvicorn; it gets SIGTERM), owned by
+    # that user.
     status = compose_stack.run("exec", "-T", service, "cat", "/proc/1/status")
     assert "\nUid:\t10001\t" in status
     cmdline = compose_stack.run("exec", "-T", service, "cat", "/proc/1/cmdline")
-    assert "uvicorn" in cmdline
+    assert "shop_common.server" in cmdline
 
 
 def _alembic_rows(compose_stack: ComposeStack, service: str) -> list[list[str]]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from shop_common.settings import ShopSettings
@@ -105,6 +105,17 @@ class GatewaySettings(ShopSettings):
     slow_request_seconds: float = Field(default=1.0, gt=0)
 
     _split_origins = field_validator("cors_origins", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _workers_share_the_login_limit(self) -> Self:
+        # Without Redis the login limit is counted in each worker's memory: N workers would let
+        # one client IP make up to N times LOGIN_RATE_LIMIT attempts per window.
+        if self.web_concurrency > 1 and not self.redis_url and self.environment == "production":
+            raise ValueError(
+                "WEB_CONCURRENCY > 1 needs REDIS_URL in production: the login rate limit "
+                "is kept per process otherwise"
+            )
+        return self
 
     def secrets_to_check(self) -> dict[str, SecretStr]:
         return {}

@@ -7,14 +7,19 @@ lifespan opens one pooled session per upstream."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from fastapi import FastAPI
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +31,7 @@ from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, reset_request_id, set_request_id
 from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
+from shop_common.server import MULTIPROC_DIR, metrics_registry
 
 access_log = logging.getLogger("shop.access")
 
@@ -114,6 +120,31 @@ class Gateway:
             reset_request_id(token)
 
 
+class _SharedPortServer(ThreadingWSGIServer):
+    allow_reuse_port = True  # SO_REUSEPORT: every worker listens, the kernel spreads the scrapes
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No line per scrape on stderr (as prometheus_client's own listener)."""
+
+
+def _metrics_listener(host: str, port: int) -> WSGIServer:
+    """One process: prometheus_client's listener. Several workers (PROMETHEUS_MULTIPROC_DIR set):
+    each worker opens the port with SO_REUSEPORT and answers with every worker's numbers, so any
+    of them serves a scrape and the listener lives on while one worker restarts. A plain listener
+    of another program on that port still makes the start fail."""
+    registry = metrics_registry()
+    if not os.environ.get(MULTIPROC_DIR):
+        server: WSGIServer = start_http_server(port, host, registry)[0]
+        return server
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listener = type("_Listener", (_SharedPortServer,), {"address_family": family[0][0]})
+    server = make_server(host, port, make_wsgi_app(registry), listener, _QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     settings = settings or GatewaySettings()
     configure_logging("gateway", settings.log_level, settings.log_json)
@@ -143,7 +174,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
         )
         # /metrics on its own listener, never on the public port (a private-network scrape).
         metrics = (
-            start_http_server(settings.metrics_port, settings.metrics_host)[0]
+            _metrics_listener(settings.metrics_host, settings.metrics_port)
             if settings.metrics_port is not None
             else None
         )

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from shop_common.errors import problem_response
+from shop_common.server import metrics_registry
 
 
 def alembic_heads(alembic_ini: Path) -> frozenset[str]:
@@ -117,8 +118,10 @@ def health_router(
     async def health(request: Request) -> JSONResponse:
         return await _ready(request)
 
+    registry = metrics_registry()  # every worker's numbers when WEB_CONCURRENCY > 1
+
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -13,19 +13,44 @@ CPU before any answer) and waits for the first request head forever. This subcla
   the connection's opening) to be complete, then answers 408 and closes.
 
 Everything else is uvicorn's. Cost measured in docs/PERFORMANCE.md (a counter per read, one timer
-per request head)."""
+per request head).
+
+It also holds the one way every shop process is started, `serve()` (also `python -m
+shop_common.server`): uvicorn with this protocol and `WEB_CONCURRENCY` worker processes. With more
+than one, uvicorn's supervisor binds the port and runs the workers; each worker dies with the
+supervisor (PR_SET_PDEATHSIG), and Prometheus runs in multiprocess mode in a fresh private
+directory per start, so /metrics adds up every worker's numbers (docs/CONFIGURATION.md)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import atexit
+import ctypes
 import json
+import logging
 import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from shop_common.settings import MAX_WEB_CONCURRENCY
+
+if TYPE_CHECKING:  # imported where used: prometheus_client must not be loaded before the
+    # supervisor sets PROMETHEUS_MULTIPROC_DIR for its workers
+    from prometheus_client import CollectorRegistry
 
 _END_OF_HEAD = b"\r\n\r\n"
 
@@ -163,9 +188,164 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
 
 GUARDED_HTTP = "shop_common.server:GuardedHttpToolsProtocol"
+WORKER_APP = "shop_common.server:worker_app"
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
+# Handed from the supervisor to its workers (spawned interpreters inherit the environment).
+_APP_FACTORY = "SHOP_WORKER_APP_FACTORY"
+_SUPERVISOR_PID = "SHOP_WORKER_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
 
 
-def serve(app_factory: str, *, host: str, port: int) -> None:
-    """Run a service's app factory under uvicorn with the guarded protocol, as the launcher, the
-    Dockerfile and the k8s manifests do (`<service> serve`)."""
-    uvicorn.run(app_factory, factory=True, host=host, port=port, http=GUARDED_HTTP)
+def web_concurrency(environ: Mapping[str, str] | None = None) -> int:
+    """Worker processes from WEB_CONCURRENCY (unset: 1); anything but 1..MAX_WEB_CONCURRENCY stops
+    the start with a message, before a port is bound. The same bounds as the settings field."""
+    raw = (os.environ if environ is None else environ).get("WEB_CONCURRENCY", "").strip()
+    try:
+        workers = int(raw or "1")
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= MAX_WEB_CONCURRENCY:
+        raise SystemExit(
+            f"WEB_CONCURRENCY={raw!r}: expected a whole number of worker processes "
+            f"from 1 to {MAX_WEB_CONCURRENCY}"
+        )
+    return workers
+
+
+def serve(
+    app_factory: str,
+    *,
+    host: str,
+    port: int,
+    proxy_headers: bool = True,
+    graceful_shutdown_seconds: int | None = None,
+    workers: int | None = None,
+) -> None:
+    """Run a service's app factory under uvicorn with the guarded protocol and `workers` processes
+    (None: WEB_CONCURRENCY), as the launcher, the Dockerfile and `<service> serve` do. Returns when
+    stopped; exits with uvicorn's STARTUP_FAILURE (3) when the app (or a worker's) fails to start."""
+    workers = web_concurrency() if workers is None else workers
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": GUARDED_HTTP,
+        "factory": True,
+        "access_log": False,  # each service writes its own access line, with the request id
+        "proxy_headers": proxy_headers,
+        "timeout_graceful_shutdown": graceful_shutdown_seconds,
+    }
+    if workers == 1:
+        # One process: the default in-memory registry (and its process_* metrics), no files.
+        os.environ.pop(MULTIPROC_DIR, None)
+        uvicorn.run(app_factory, **options)
+        return
+    metrics_dir = _fresh_metrics_dir()
+    os.environ.update(
+        {MULTIPROC_DIR: metrics_dir, _APP_FACTORY: app_factory, _SUPERVISOR_PID: str(os.getpid())}
+    )
+    try:
+        config = uvicorn.Config(WORKER_APP, workers=workers, **options)
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()  # until SIGINT/SIGTERM, or a worker that fails to start
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
+
+
+def _fresh_metrics_dir() -> str:
+    """A new private directory (mkdtemp: mode 0700) for this start's metrics files, inside
+    PROMETHEUS_MULTIPROC_DIR when the operator names one, else in the temporary directory: files
+    of an earlier run would be counted again. Directories a killed supervisor left behind (its pid
+    is gone, or is ours: a restarted container's PID 1) are removed first."""
+    base = Path(os.environ.get(MULTIPROC_DIR) or tempfile.gettempdir())
+    for stale in base.glob("shop-metrics-*-*"):
+        owner = stale.name.split("-")[2]
+        if owner.isdigit() and (int(owner) == os.getpid() or not _running(int(owner))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"shop-metrics-{os.getpid()}-", dir=base)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def worker_app() -> Any:
+    """The factory each worker process runs (WEB_CONCURRENCY > 1): ties the worker's life to the
+    supervisor's, then builds the service's app from its own factory."""
+    supervisor = int(os.environ[_SUPERVISOR_PID])
+    # SIGKILL when the supervisor dies, however it dies: no worker outlives it holding the port.
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        raise SystemExit(STARTUP_FAILURE)
+    atexit.register(_mark_process_dead, os.getpid())
+    try:
+        return import_from_string(os.environ[_APP_FACTORY])()
+    except Exception:
+        # uvicorn's supervisor replaces a worker that dies of anything but STARTUP_FAILURE, so a
+        # broken app would be rebuilt forever; as in one process, the service stops instead.
+        logging.getLogger("uvicorn.error").exception("the app factory failed")
+        raise SystemExit(STARTUP_FAILURE) from None
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What /metrics exposes. One process: its own registry. Under PROMETHEUS_MULTIPROC_DIR (set by
+    `serve` for more than one worker): every worker's values, dead ones included, read from their
+    files and added up, so each scrape shows the whole service whichever worker answers it. The
+    default process_* and python_* collectors describe one process and are not in it."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if not os.environ.get(MULTIPROC_DIR):  # the same test prometheus_client makes at import
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def _mark_process_dead(pid: int) -> None:
+    """Drop this worker's live-gauge files (prometheus_client's bookkeeping for a dead process;
+    counters and histograms stay, so totals never go down). Nothing to drop today: the shop has
+    no live gauge."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m shop_common.server [APP] [options]`: the command of the images and the launcher.
+    Defaults come from the UVICORN_* variables the Dockerfile sets (the names uvicorn's own CLI
+    reads, for the options this command has); WEB_CONCURRENCY gives the worker processes."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python -m shop_common.server")
+    parser.add_argument("app", nargs="?", default=env.get("UVICORN_APP"), help="module:factory")
+    parser.add_argument("--host", default=env.get("UVICORN_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env.get("UVICORN_PORT", "8000")))
+    parser.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=env.get("UVICORN_PROXY_HEADERS", "true").lower() in {"1", "true", "yes"},
+        help="believe X-Forwarded-For/-Proto from FORWARDED_ALLOW_IPS (off for the gateway)",
+    )
+    parser.add_argument("--timeout-graceful-shutdown", type=int, default=None, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    if not args.app:
+        parser.error("name the app factory (module:function) or set UVICORN_APP")
+    serve(
+        args.app,
+        host=args.host,
+        port=args.port,
+        proxy_headers=args.proxy_headers,
+        graceful_shutdown_seconds=args.timeout_graceful_shutdown,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,10 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "dev-internal-token", 
 
 Environment = Literal["dev", "test", "production"]
 
+# Worker processes per service start. Past a handful, more replicas serve better than more workers
+# (each worker has its own engine, HTTP pools, caches and limiter memory).
+MAX_WEB_CONCURRENCY = 16
+
 
 class ShopSettings(BaseSettings):
     """Fields every service has. Environment variables are the field names in UPPER_SNAKE, unprefixed:
@@ -36,6 +40,14 @@ class ShopSettings(BaseSettings):
         "connections, for a direct PostgreSQL URL (used by bench/ to compare the two).",
     )
     internal_api_token: SecretStr = Field(description="Shared secret for /internal/ endpoints.")
+    web_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_WEB_CONCURRENCY,
+        description="Worker processes of this service (uvicorn's WEB_CONCURRENCY). Read by "
+        "shop_common.server.serve before the app exists; validated here too, so a worker refuses "
+        "a value the supervisor would have refused.",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

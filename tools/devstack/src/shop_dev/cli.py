@@ -17,11 +17,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from dotenv import load_dotenv
 
 from shop_common.keys import generate_private_key_pem
+from shop_common.server import web_concurrency
 from shop_dev.bootstrap import REPO_ROOT, Cluster
 from shop_dev.defaults import (
     DEFAULT_ADMIN_URL,
@@ -31,7 +33,7 @@ from shop_dev.defaults import (
     role_passwords,
 )
 from shop_dev.pgbouncer import PgBouncerMissing, find_pgbouncer
-from shop_dev.stack import Stack, StackConfig, Superuser
+from shop_dev.stack import PROCESS_NAMES, Stack, StackConfig, Superuser
 
 
 def _state_dir() -> Path:
@@ -75,6 +77,19 @@ def _dev_key_file() -> Path:
     return path
 
 
+def _web_concurrency(env: Mapping[str, str]) -> dict[str, int]:
+    """Workers per process: <NAME>_WEB_CONCURRENCY, else WEB_CONCURRENCY, else 1 (validated)."""
+    return {
+        name: web_concurrency(
+            {
+                "WEB_CONCURRENCY": env.get(f"{name.upper()}_WEB_CONCURRENCY")
+                or env.get("WEB_CONCURRENCY", "")
+            }
+        )
+        for name in PROCESS_NAMES
+    }
+
+
 def _config(use_pgbouncer: bool) -> StackConfig:
     env = os.environ
     ports = {name: int(env.get(f"{name.upper()}_PORT", port)) for name, port in PORTS.items()}
@@ -100,6 +115,7 @@ def _config(use_pgbouncer: bool) -> StackConfig:
         # Unset: catalog and orders do not check revocation (a warning in their logs).
         redis_url=env.get("REDIS_URL") or None,
         redis_key_prefix=env.get("REDIS_KEY_PREFIX", "shop:"),
+        web_concurrency=_web_concurrency(env),
     )
 
 
@@ -141,7 +157,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if use_pgbouncer:
             _say(f"PgBouncer   127.0.0.1:{c.ports['pgbouncer']} (transaction pooling)")
         for name in ("gateway", "users", "catalog", "orders"):
-            _say(f"{name:<11} {stack.url(name)}   log: {stack.log_path(name)}")
+            workers = c.web_concurrency.get(name, 1)
+            shown = f" ({workers} workers)" if workers > 1 else ""
+            _say(f"{name:<11} {stack.url(name)}{shown}   log: {stack.log_path(name)}")
         _say(f"API docs    {stack.url('gateway')}/docs")
         if c.environment == "dev":
             _say(

@@ -5,7 +5,11 @@ Every child dies with whoever started it, whatever ends that: it runs in a sessi
 terminal's Ctrl-C reaches only the launcher, which stops everything in order), and the kernel sends
 it SIGKILL when the thread that started it exits (PR_SET_PDEATHSIG), so even a SIGKILLed launcher
 leaves no stray. Start children from a thread that lives as long as they should (the main thread):
-the signal follows the starting *thread*, not the process."""
+the signal follows the starting *thread*, not the process.
+
+A service with WEB_CONCURRENCY > 1 is a supervisor and its workers, all in the child's process
+group: the stop signal goes to the supervisor (it stops its workers and waits for them), SIGKILL
+goes to the whole group, and each worker also dies with its supervisor (shop_common.server)."""
 
 from __future__ import annotations
 
@@ -150,10 +154,20 @@ def stop_processes(
         time.sleep(0.05)
         pending = [p for p in pending if p.poll() is None]
     for process in pending:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
+        _kill_group(process)
     for process in pending:
         process.wait()
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `process` and, when it leads its own process group (start_process starts every
+    child in a session of its own), everything in that group: a supervisor's workers too. Only for
+    a process not reaped yet, so its pid, and with it the group id, cannot have been reused."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
 
 
 def stop_process(
@@ -208,19 +222,22 @@ class ServiceProcess:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return uvicorn_command(
-            self.port,
-            "--factory",
+        """The images' command (shop_common.server): uvicorn with the guarded request-head
+        protocol and WEB_CONCURRENCY worker processes, from this process's environment."""
+        return [
+            sys.executable,
+            "-m",
+            "shop_common.server",
             APPS[self.name],
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
             "--timeout-graceful-shutdown",
             "5",
-            # uvicorn's httptools protocol with a bound on the request head (431 / 408).
-            "--http",
-            "shop_common.server:GuardedHttpToolsProtocol",
             # The gateway sets X-Forwarded-For itself; uvicorn must not believe a client's copy.
             *(["--no-proxy-headers"] if self.name == "gateway" else []),
-            host=self.host,
-        )
+        ]
 
     def start(self, extra_env: Mapping[str, str] | None = None) -> None:
         if self.running:

@@ -52,6 +52,9 @@ class StackConfig:
     use_pgbouncer: bool = True
     log_json: bool = True
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Worker processes per process name (WEB_CONCURRENCY); 1 for any name not listed, whatever
+    # the launcher's own environment says (extra_env, e.g. bench/run.py --set, still wins).
+    web_concurrency: dict[str, int] = field(default_factory=dict)
     # Session-revocation stamps (users writes, catalog and orders read) and users' rate limits.
     redis_url: str | None = None
     redis_key_prefix: str = "shop:"
@@ -136,6 +139,7 @@ class Stack:
             "INTERNAL_API_TOKEN": c.internal_api_token,
             "LOG_JSON": "true" if c.log_json else "false",
             "LOG_LEVEL": "INFO",
+            "WEB_CONCURRENCY": str(c.web_concurrency.get(name, 1)),
         }
         if name in SERVICES:
             env["DATABASE_URL"] = self.database_url(name)
