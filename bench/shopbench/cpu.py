@@ -57,8 +57,38 @@ def children_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process now."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def _tree_seconds(pid: int, children: Mapping[int, list[int]]) -> float | None:
+    """CPU seconds of a process and its descendants: a service started with WEB_CONCURRENCY > 1
+    is a supervisor whose workers do the work."""
+    own = _cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(_tree_seconds(child, children) or 0.0 for child in children.get(pid, ()))
+
+
 def snapshot(pids: Mapping[str, int], database: str) -> Snapshot:
-    own = {name: s for name, pid in pids.items() if (s := _cpu_seconds(pid)) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, parent in _parents().items():
+        children.setdefault(parent, []).append(pid)
+    own = {
+        name: seconds
+        for name, pid in pids.items()
+        if (seconds := _tree_seconds(pid, children)) is not None
+    }
     return own, _postgres_backends(database)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from typing import Any
 
+from shopbench import cpu
 from shopbench.report import Target, targets
 
 
@@ -55,3 +60,25 @@ def test_a_scenario_that_did_not_run_is_reported_as_not_run_not_as_a_miss() -> N
 
     assert all(line.passed is None and line.measured == "not run" for line in lines)
     assert len(lines) == 12
+
+
+def test_a_process_cpu_includes_its_worker_processes() -> None:
+    """A service with WEB_CONCURRENCY > 1 is a supervisor; its workers' CPU is its CPU."""
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        seconds = 0.0
+        while time.monotonic() < deadline and seconds < 0.25:
+            time.sleep(0.05)
+            own, _ = cpu.snapshot({"me": os.getpid()}, "no-such-database")
+            seconds = own["me"] - time.process_time()
+        assert seconds >= 0.25
+    finally:
+        worker.kill()
+        worker.wait()
