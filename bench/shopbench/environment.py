@@ -122,7 +122,7 @@ def bench_environment(
         stack.prepare_database()
         stack.start_all()
         pooled.start()
-        pooled.wait_live()
+        pooled.wait_live(timeout=60)  # as long as start_all gives the others (workers start slower)
         yield BenchEnvironment(stack, pooled, pool_size, logs)
         ok = True
     finally:
