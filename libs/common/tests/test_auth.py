@@ -110,6 +110,73 @@ def test_tampered_payload_is_refused(jwt_keys: TestKeys) -> None:
         _verify(jwt_keys, f"{header}.{_b64(payload)}.{signature}")
 
 
+def test_a_verifier_that_has_seen_a_header_still_checks_every_token(jwt_keys: TestKeys) -> None:
+    """The verifier remembers the key id of a header segment it has parsed; every token with that
+    same header is still verified in full (signature, claims)."""
+    verifier = _verifier(jwt_keys)
+    valid = jwt_keys.token(1)
+    header, _, signature = valid.split(".")
+    payload = jwt.decode(valid, options={"verify_signature": False})
+    other = load_private_key(generate_private_key_pem())
+    forged = jwt.encode(payload, other, algorithm="EdDSA", headers={"kid": jwt_keys.kid})
+    refused = {
+        "tampered": f"{header}.{_b64({**payload, 'is_superuser': True})}.{signature}",
+        "other key": forged,
+        "expired": jwt_keys.token(1, exp=int(time.time()) - 60),
+        "audience": jwt_keys.token(1, aud="someone-else"),
+        "no signature": f"{header}.{valid.split('.')[1]}.",
+        "garbage payload": f"{header}.!!!!.{signature}",
+    }
+    assert {t.split(".")[0] for t in refused.values()} == {header}  # one header segment for all
+
+    async def scenario() -> list[str]:
+        assert (await verifier.verify(valid)).id == 1
+        outcomes = []
+        for name, token in refused.items():
+            try:
+                await verifier.verify(token)
+            except Unauthorized:
+                outcomes.append(name)
+        assert (await verifier.verify(valid)).id == 1
+        return outcomes
+
+    assert asyncio.run(scenario()) == list(refused)
+
+
+def test_a_refused_header_is_refused_every_time(jwt_keys: TestKeys) -> None:
+    verifier = _verifier(jwt_keys)
+    payload = jwt.decode(jwt_keys.token(1), options={"verify_signature": False})
+    unsigned = f"{_b64({'alg': 'none', 'kid': jwt_keys.kid})}.{_b64(payload)}."
+
+    async def scenario() -> int:
+        refusals = 0
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                await verifier.verify(unsigned)
+            refusals += 1
+        return refusals
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_remembered_headers_are_bounded_whatever_clients_send(jwt_keys: TestKeys) -> None:
+    verifier = _verifier(jwt_keys)
+    payload = _b64({"sub": "1"})
+    tokens = [
+        f"{_b64({'alg': 'EdDSA', 'kid': f'kid-{i}'})}.{payload}.c2ln"
+        for i in range(TokenVerifier.MAX_REMEMBERED_HEADERS * 3)
+    ]
+
+    async def scenario() -> None:
+        for token in tokens:
+            with pytest.raises(Unauthorized):
+                await verifier.verify(token)
+
+    asyncio.run(scenario())
+
+    assert 0 < len(verifier._kids) <= TokenVerifier.MAX_REMEMBERED_HEADERS
+
+
 def test_remote_jwks_is_cached_and_refetched_once_for_an_unknown_kid(jwt_keys: TestKeys) -> None:
     rotated = load_private_key(generate_private_key_pem())
     published: list[dict[str, Any]] = [jwt_keys.jwk]

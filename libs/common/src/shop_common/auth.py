@@ -142,6 +142,15 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
 
 
 class TokenVerifier:
+    """Verifies with one PyJWT instance whose options (required claims) are fixed here, once.
+
+    Every token users issues under one key has the same header segment, so the key id read from a
+    header segment is remembered (at most MAX_REMEMBERED_HEADERS of them): the header is then parsed
+    once per token, by PyJWT's decode, which checks all of it again (alg pinned, kid, crit) and
+    verifies the signature over it. Only which key to try comes from the remembered entry."""
+
+    MAX_REMEMBERED_HEADERS = 64
+
     def __init__(
         self,
         keys: KeySource,
@@ -156,10 +165,18 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_seconds
         self._stamps = stamps  # None: no revocation check (users checks its own database)
+        self._jwt = jwt.PyJWT(options={"require": list(REQUIRED_CLAIMS)})
+        self._jws = jwt.PyJWS(algorithms=[ALGORITHM])
+        self._algorithms = [ALGORITHM]
+        self._kids: dict[str, str] = {}  # header segment -> its kid, for headers that passed
 
-    async def verify(self, token: str) -> Principal:
+    def _key_id(self, token: str) -> str:
+        segment = token.partition(".")[0]
+        kid = self._kids.get(segment)
+        if kid is not None:
+            return kid
         try:
-            header = jwt.get_unverified_header(token)
+            header = self._jws.get_unverified_header(token)
         except jwt.PyJWTError:
             raise InvalidToken("malformed token") from None
         if header.get("alg") != ALGORITHM:
@@ -167,18 +184,23 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")
-        key = await self._keys.get(kid)
+        if len(self._kids) >= self.MAX_REMEMBERED_HEADERS:  # bounded whatever clients send
+            self._kids.clear()
+        self._kids[segment] = kid
+        return kid
+
+    async def verify(self, token: str) -> Principal:
+        key = await self._keys.get(self._key_id(token))
         if key is None:
             raise InvalidToken("unknown signing key")
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
                 key=key,
-                algorithms=[ALGORITHM],
+                algorithms=self._algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS)},
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
