@@ -21,6 +21,7 @@ from shop_common.auth import (
     RemoteJwks,
     StaticKeys,
     TokenVerifier,
+    _parse_jwks,
 )
 from shop_common.errors import Unauthorized
 from shop_common.keys import generate_private_key_pem, load_private_key, public_jwk
@@ -175,6 +176,93 @@ def test_remembered_headers_are_bounded_whatever_clients_send(jwt_keys: TestKeys
     asyncio.run(scenario())
 
     assert 0 < len(verifier._kids) <= TokenVerifier.MAX_REMEMBERED_HEADERS
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SwappableKeys:
+    """A key source whose key under a kid can be replaced (a rotated or withdrawn key)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.keys: dict[str, Any] = _parse_jwks(jwks)
+
+    async def get(self, kid: str) -> Any | None:
+        return self.keys.get(kid)
+
+
+def test_a_remembered_token_still_expires(jwt_keys: TestKeys) -> None:
+    """A token verified once is not verified again in full, but its `exp` is read on every request
+    with the same leeway as PyJWT's (refused when exp <= now - leeway)."""
+    clock = _Clock()
+    verifier = TokenVerifier(
+        StaticKeys(json.loads(jwt_keys.jwks_json)),
+        issuer="shop-users",
+        audience="shop",
+        leeway_seconds=5,
+        clock=clock,
+    )
+    exp = int(time.time()) + 60
+    token = jwt_keys.token(7, exp=exp)
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        for now in (clock.now, exp + 4.5, exp + 5):
+            clock.now = now
+            try:
+                outcomes.append(f"ok {(await verifier.verify(token)).id}")
+            except Unauthorized:
+                outcomes.append("refused")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok 7", "ok 7", "refused"]
+
+
+def test_a_remembered_token_is_verified_again_when_its_key_changes(jwt_keys: TestKeys) -> None:
+    keys = _SwappableKeys(json.loads(jwt_keys.jwks_json))
+    verifier = TokenVerifier(keys, issuer="shop-users", audience="shop")
+    token = jwt_keys.token(8)
+    other = public_jwk(load_private_key(generate_private_key_pem()))
+
+    async def scenario() -> list[str]:
+        outcomes = [f"ok {(await verifier.verify(token)).id}"]
+        keys.keys = _parse_jwks({"keys": [{**other, "kid": jwt_keys.kid}]})  # same kid, new key
+        for _ in range(2):
+            try:
+                outcomes.append(f"ok {(await verifier.verify(token)).id}")
+            except Unauthorized:
+                outcomes.append("refused")
+        keys.keys = _parse_jwks(json.loads(jwt_keys.jwks_json))  # the same key, a new object
+        outcomes.append(f"ok {(await verifier.verify(token)).id}")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok 8", "refused", "refused", "ok 8"]
+
+
+class _SmallVerifier(TokenVerifier):
+    MAX_REMEMBERED_TOKENS = 3
+
+
+def test_remembered_tokens_are_bounded_and_the_dropped_ones_still_verify(
+    jwt_keys: TestKeys,
+) -> None:
+    verifier = _SmallVerifier(
+        StaticKeys(json.loads(jwt_keys.jwks_json)), issuer="shop-users", audience="shop"
+    )
+    tokens = [jwt_keys.token(user_id) for user_id in range(1, 11)]
+
+    async def scenario() -> list[int]:
+        first = [(await verifier.verify(token)).id for token in tokens]
+        again = [(await verifier.verify(token)).id for token in tokens]
+        return first + again
+
+    assert asyncio.run(scenario()) == list(range(1, 11)) * 2
+    assert len(verifier._verified) == 3
 
 
 def test_remote_jwks_is_cached_and_refetched_once_for_an_unknown_kid(jwt_keys: TestKeys) -> None:

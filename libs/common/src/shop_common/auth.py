@@ -12,6 +12,7 @@ published version is refused."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import time
@@ -141,15 +142,31 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    key: Any  # the key object that verified the signature
+    expires_at: int  # the `exp` claim, read as PyJWT reads it
+    principal: Principal
+
+
 class TokenVerifier:
     """Verifies with one PyJWT instance whose options (required claims) are fixed here, once.
 
     Every token users issues under one key has the same header segment, so the key id read from a
     header segment is remembered (at most MAX_REMEMBERED_HEADERS of them): the header is then parsed
     once per token, by PyJWT's decode, which checks all of it again (alg pinned, kid, crit) and
-    verifies the signature over it. Only which key to try comes from the remembered entry."""
+    verifies the signature over it. Only which key to try comes from the remembered entry.
+
+    A client presents the same access token on every request until it expires, so the outcome of a
+    full verification is remembered too (by the token's SHA-256, at most MAX_REMEMBERED_TOKENS,
+    oldest dropped first), and only for tokens that passed. Everything that verification decides is
+    fixed by the token's bytes and the key, except expiry: a remembered token counts only while the
+    kid still resolves to the very key object that verified it, and its `exp` is checked again,
+    with the same leeway, on every request. `iat` (not in the future) cannot turn false later. The
+    revocation check (stamps) runs on every request, remembered or not."""
 
     MAX_REMEMBERED_HEADERS = 64
+    MAX_REMEMBERED_TOKENS = 4096
 
     def __init__(
         self,
@@ -159,6 +176,7 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: int = 5,
         stamps: RevocationStamps | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
@@ -169,6 +187,8 @@ class TokenVerifier:
         self._jws = jwt.PyJWS(algorithms=[ALGORITHM])
         self._algorithms = [ALGORITHM]
         self._kids: dict[str, str] = {}  # header segment -> its kid, for headers that passed
+        self._verified: dict[bytes, _Verified] = {}  # SHA-256 of a token that passed -> outcome
+        self._clock = clock
 
     def _key_id(self, token: str) -> str:
         segment = token.partition(".")[0]
@@ -189,10 +209,8 @@ class TokenVerifier:
         self._kids[segment] = kid
         return kid
 
-    async def verify(self, token: str) -> Principal:
-        key = await self._keys.get(self._key_id(token))
-        if key is None:
-            raise InvalidToken("unknown signing key")
+    def _decode(self, token: str, key: Any) -> _Verified:
+        """The full verification: signature, pinned alg/iss/aud, required and strict claims."""
         try:
             claims = self._jwt.decode(
                 token,
@@ -204,7 +222,27 @@ class TokenVerifier:
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
-        principal = principal_from_claims(claims)
+        # PyJWT compared int(exp) with the clock (it refused anything int() cannot read).
+        return _Verified(key, int(claims["exp"]), principal_from_claims(claims))
+
+    def _remember(self, digest: bytes, verified: _Verified) -> None:
+        if len(self._verified) >= self.MAX_REMEMBERED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[digest] = verified
+
+    async def verify(self, token: str) -> Principal:
+        key = await self._keys.get(self._key_id(token))
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        digest = hashlib.sha256(token.encode()).digest()
+        verified = self._verified.get(digest)
+        if verified is None or verified.key is not key:
+            verified = self._decode(token, key)
+            self._remember(digest, verified)
+        elif verified.expires_at <= self._clock() - self._leeway:  # PyJWT's own test for `exp`
+            del self._verified[digest]
+            raise InvalidToken()
+        principal = verified.principal
         if self._stamps is not None and principal.token_version < await self._stamps.min_version(
             principal.id
         ):
