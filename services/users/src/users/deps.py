@@ -58,9 +58,10 @@ def _current_account(principal: CurrentUser, session: SessionDep) -> User:
     return _checked(principal, session.get(User, principal.id))
 
 
-# CurrentAccount: the account as an ORM row in the request's transaction (SessionDep), for handlers
-# that change it or decide a write from it (the same snapshot as the write, and a row they can
-# modify). Costs the session's two threadpool hops, this one and a transaction.
+# CurrentAccount: the account as an ORM object of the request's session (SessionDep), for handlers
+# that write: they change that very object (PATCH /users/me) or decide a write from it, in the
+# transaction that makes the write. Costs the session's two threadpool hops, this one and a
+# transaction; a handler that only shows the account uses SignedInAccount below.
 CurrentAccount = Annotated[User, Depends(_current_account)]
 
 _SIGNED_IN_ACCOUNT = compiled_sql(
