@@ -21,6 +21,7 @@ from shop_common.auth import (
     RemoteJwks,
     StaticKeys,
     TokenVerifier,
+    _parse_jwks,
 )
 from shop_common.errors import Unauthorized
 from shop_common.keys import generate_private_key_pem, load_private_key, public_jwk
@@ -108,6 +109,160 @@ def test_tampered_payload_is_refused(jwt_keys: TestKeys) -> None:
 
     with pytest.raises(Unauthorized):
         _verify(jwt_keys, f"{header}.{_b64(payload)}.{signature}")
+
+
+def test_a_verifier_that_has_seen_a_header_still_checks_every_token(jwt_keys: TestKeys) -> None:
+    """The verifier remembers the key id of a header segment it has parsed; every token with that
+    same header is still verified in full (signature, claims)."""
+    verifier = _verifier(jwt_keys)
+    valid = jwt_keys.token(1)
+    header, _, signature = valid.split(".")
+    payload = jwt.decode(valid, options={"verify_signature": False})
+    other = load_private_key(generate_private_key_pem())
+    forged = jwt.encode(payload, other, algorithm="EdDSA", headers={"kid": jwt_keys.kid})
+    refused = {
+        "tampered": f"{header}.{_b64({**payload, 'is_superuser': True})}.{signature}",
+        "other key": forged,
+        "expired": jwt_keys.token(1, exp=int(time.time()) - 60),
+        "audience": jwt_keys.token(1, aud="someone-else"),
+        "no signature": f"{header}.{valid.split('.')[1]}.",
+        "garbage payload": f"{header}.!!!!.{signature}",
+    }
+    assert {t.split(".")[0] for t in refused.values()} == {header}  # one header segment for all
+
+    async def scenario() -> list[str]:
+        assert (await verifier.verify(valid)).id == 1
+        outcomes = []
+        for name, token in refused.items():
+            try:
+                await verifier.verify(token)
+            except Unauthorized:
+                outcomes.append(name)
+        assert (await verifier.verify(valid)).id == 1
+        return outcomes
+
+    assert asyncio.run(scenario()) == list(refused)
+
+
+def test_a_refused_header_is_refused_every_time(jwt_keys: TestKeys) -> None:
+    verifier = _verifier(jwt_keys)
+    payload = jwt.decode(jwt_keys.token(1), options={"verify_signature": False})
+    unsigned = f"{_b64({'alg': 'none', 'kid': jwt_keys.kid})}.{_b64(payload)}."
+
+    async def scenario() -> int:
+        refusals = 0
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                await verifier.verify(unsigned)
+            refusals += 1
+        return refusals
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_remembered_headers_are_bounded_whatever_clients_send(jwt_keys: TestKeys) -> None:
+    verifier = _verifier(jwt_keys)
+    payload = _b64({"sub": "1"})
+    tokens = [
+        f"{_b64({'alg': 'EdDSA', 'kid': f'kid-{i}'})}.{payload}.c2ln"
+        for i in range(TokenVerifier.MAX_REMEMBERED_HEADERS * 3)
+    ]
+
+    async def scenario() -> None:
+        for token in tokens:
+            with pytest.raises(Unauthorized):
+                await verifier.verify(token)
+
+    asyncio.run(scenario())
+
+    assert 0 < len(verifier._kids) <= TokenVerifier.MAX_REMEMBERED_HEADERS
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SwappableKeys:
+    """A key source whose key under a kid can be replaced (a rotated or withdrawn key)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self.keys: dict[str, Any] = _parse_jwks(jwks)
+
+    async def get(self, kid: str) -> Any | None:
+        return self.keys.get(kid)
+
+
+def test_a_remembered_token_still_expires(jwt_keys: TestKeys) -> None:
+    """A token verified once is not verified again in full, but its `exp` is read on every request
+    with the same leeway as PyJWT's (refused when exp <= now - leeway)."""
+    clock = _Clock()
+    verifier = TokenVerifier(
+        StaticKeys(json.loads(jwt_keys.jwks_json)),
+        issuer="shop-users",
+        audience="shop",
+        leeway_seconds=5,
+        clock=clock,
+    )
+    exp = int(time.time()) + 60
+    token = jwt_keys.token(7, exp=exp)
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        for now in (clock.now, exp + 4.5, exp + 5):
+            clock.now = now
+            try:
+                outcomes.append(f"ok {(await verifier.verify(token)).id}")
+            except Unauthorized:
+                outcomes.append("refused")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok 7", "ok 7", "refused"]
+
+
+def test_a_remembered_token_is_verified_again_when_its_key_changes(jwt_keys: TestKeys) -> None:
+    keys = _SwappableKeys(json.loads(jwt_keys.jwks_json))
+    verifier = TokenVerifier(keys, issuer="shop-users", audience="shop")
+    token = jwt_keys.token(8)
+    other = public_jwk(load_private_key(generate_private_key_pem()))
+
+    async def scenario() -> list[str]:
+        outcomes = [f"ok {(await verifier.verify(token)).id}"]
+        keys.keys = _parse_jwks({"keys": [{**other, "kid": jwt_keys.kid}]})  # same kid, new key
+        for _ in range(2):
+            try:
+                outcomes.append(f"ok {(await verifier.verify(token)).id}")
+            except Unauthorized:
+                outcomes.append("refused")
+        keys.keys = _parse_jwks(json.loads(jwt_keys.jwks_json))  # the same key, a new object
+        outcomes.append(f"ok {(await verifier.verify(token)).id}")
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["ok 8", "refused", "refused", "ok 8"]
+
+
+class _SmallVerifier(TokenVerifier):
+    MAX_REMEMBERED_TOKENS = 3
+
+
+def test_remembered_tokens_are_bounded_and_the_dropped_ones_still_verify(
+    jwt_keys: TestKeys,
+) -> None:
+    verifier = _SmallVerifier(
+        StaticKeys(json.loads(jwt_keys.jwks_json)), issuer="shop-users", audience="shop"
+    )
+    tokens = [jwt_keys.token(user_id) for user_id in range(1, 11)]
+
+    async def scenario() -> list[int]:
+        first = [(await verifier.verify(token)).id for token in tokens]
+        again = [(await verifier.verify(token)).id for token in tokens]
+        return first + again
+
+    assert asyncio.run(scenario()) == list(range(1, 11)) * 2
+    assert len(verifier._verified) == 3
 
 
 def test_remote_jwks_is_cached_and_refetched_once_for_an_unknown_kid(jwt_keys: TestKeys) -> None:

@@ -206,6 +206,26 @@ class TestVerifierWithStamps:
 
         assert run_stamps(REDIS_URL, prefix, calls) == ("refused", 2)
 
+    def test_a_token_verified_before_is_refused_once_revoked(
+        self, jwt_keys: TestKeys, publisher: StampPublisher, prefix: str
+    ) -> None:
+        """The verifier remembers a verified token; the revocation check still runs every time."""
+        token = jwt_keys.token(13, ver=1)
+
+        async def calls(stamps: RedisStamps, clock: FakeClock) -> list[str]:
+            verifier = _verifier(jwt_keys, stamps)
+            outcomes = [f"ok {(await verifier.verify(token)).id}"]
+            publisher.publish({13: 2})
+            clock.now += 1.0  # the stamps' local copy is at most a second old
+            try:
+                await verifier.verify(token)
+                outcomes.append("accepted")
+            except Unauthorized:
+                outcomes.append("refused")
+            return outcomes
+
+        assert run_stamps(REDIS_URL, prefix, calls) == ["ok 13", "refused"]
+
     def test_deleted_users_tokens_are_refused(
         self, jwt_keys: TestKeys, publisher: StampPublisher, prefix: str
     ) -> None:

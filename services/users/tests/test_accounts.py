@@ -36,6 +36,39 @@ def login_status(client: TestClient, username: str, password: str) -> int:
 
 
 class TestOwnProfile:
+    def test_me_is_one_statement_and_the_same_json_as_the_account_by_id(
+        self, client: TestClient, make_account: AccountFactory, engine: Engine
+    ) -> None:
+        """GET /users/me reads the row with one statement (no session, no ORM) and answers exactly
+        what GET /users/{id} (the ORM path) answers for the same row, every field present."""
+        account = make_account(full_name='Zoë Ünïcode \u2028 "quoted"')
+        client.patch("/users/me", json={"bio": "line\nbreak\ttab"}, headers=account.headers)
+
+        with count_queries(engine) as queries:
+            me = client.get("/users/me", headers=account.headers)
+        by_id = client.get(f"/users/{account.id}", headers=account.headers)
+
+        assert me.status_code == by_id.status_code == 200
+        assert queries.value == 1
+        assert me.headers["content-type"] == by_id.headers["content-type"] == "application/json"
+        assert me.content == by_id.content
+        assert set(me.json()) == {
+            "id",
+            "username",
+            "email",
+            "full_name",
+            "bio",
+            "is_active",
+            "is_superuser",
+            "created_at",
+            "updated_at",
+            "last_login_at",
+        }
+        assert (me.json()["full_name"], me.json()["bio"]) == (
+            'Zoë Ünïcode \u2028 "quoted"',
+            "line\nbreak\ttab",
+        )
+
     def test_patch_me_changes_profile_fields(
         self, client: TestClient, make_account: AccountFactory
     ) -> None:

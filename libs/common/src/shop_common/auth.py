@@ -12,6 +12,7 @@ published version is refused."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import time
@@ -141,7 +142,32 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    key: Any  # the key object that verified the signature
+    expires_at: int  # the `exp` claim, read as PyJWT reads it
+    principal: Principal
+
+
 class TokenVerifier:
+    """Verifies with one PyJWT instance whose options (required claims) are fixed here, once.
+
+    Every token users issues under one key has the same header segment, so the key id read from a
+    header segment is remembered (at most MAX_REMEMBERED_HEADERS of them): the header is then parsed
+    once per token, by PyJWT's decode, which checks all of it again (alg pinned, kid, crit) and
+    verifies the signature over it. Only which key to try comes from the remembered entry.
+
+    A client presents the same access token on every request until it expires, so the outcome of a
+    full verification is remembered too (by the token's SHA-256, at most MAX_REMEMBERED_TOKENS,
+    oldest dropped first), and only for tokens that passed. Everything that verification decides is
+    fixed by the token's bytes and the key, except expiry: a remembered token counts only while the
+    kid still resolves to the very key object that verified it, and its `exp` is checked again,
+    with the same leeway, on every request. `iat` (not in the future) cannot turn false later. The
+    revocation check (stamps) runs on every request, remembered or not."""
+
+    MAX_REMEMBERED_HEADERS = 64
+    MAX_REMEMBERED_TOKENS = 4096
+
     def __init__(
         self,
         keys: KeySource,
@@ -150,16 +176,27 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: int = 5,
         stamps: RevocationStamps | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_seconds
         self._stamps = stamps  # None: no revocation check (users checks its own database)
+        self._jwt = jwt.PyJWT(options={"require": list(REQUIRED_CLAIMS)})
+        self._jws = jwt.PyJWS(algorithms=[ALGORITHM])
+        self._algorithms = [ALGORITHM]
+        self._kids: dict[str, str] = {}  # header segment -> its kid, for headers that passed
+        self._verified: dict[bytes, _Verified] = {}  # SHA-256 of a token that passed -> outcome
+        self._clock = clock
 
-    async def verify(self, token: str) -> Principal:
+    def _key_id(self, token: str) -> str:
+        segment = token.partition(".")[0]
+        kid = self._kids.get(segment)
+        if kid is not None:
+            return kid
         try:
-            header = jwt.get_unverified_header(token)
+            header = self._jws.get_unverified_header(token)
         except jwt.PyJWTError:
             raise InvalidToken("malformed token") from None
         if header.get("alg") != ALGORITHM:
@@ -167,22 +204,45 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")
-        key = await self._keys.get(kid)
-        if key is None:
-            raise InvalidToken("unknown signing key")
+        if len(self._kids) >= self.MAX_REMEMBERED_HEADERS:  # bounded whatever clients send
+            self._kids.clear()
+        self._kids[segment] = kid
+        return kid
+
+    def _decode(self, token: str, key: Any) -> _Verified:
+        """The full verification: signature, pinned alg/iss/aud, required and strict claims."""
         try:
-            claims = jwt.decode(
+            claims = self._jwt.decode(
                 token,
                 key=key,
-                algorithms=[ALGORITHM],
+                algorithms=self._algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={"require": list(REQUIRED_CLAIMS)},
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
-        principal = principal_from_claims(claims)
+        # PyJWT compared int(exp) with the clock (it refused anything int() cannot read).
+        return _Verified(key, int(claims["exp"]), principal_from_claims(claims))
+
+    def _remember(self, digest: bytes, verified: _Verified) -> None:
+        if len(self._verified) >= self.MAX_REMEMBERED_TOKENS:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[digest] = verified
+
+    async def verify(self, token: str) -> Principal:
+        key = await self._keys.get(self._key_id(token))
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        digest = hashlib.sha256(token.encode()).digest()
+        verified = self._verified.get(digest)
+        if verified is None or verified.key is not key:
+            verified = self._decode(token, key)
+            self._remember(digest, verified)
+        elif verified.expires_at <= self._clock() - self._leeway:  # PyJWT's own test for `exp`
+            del self._verified[digest]
+            raise InvalidToken()
+        principal = verified.principal
         if self._stamps is not None and principal.token_version < await self._stamps.min_version(
             principal.id
         ):
