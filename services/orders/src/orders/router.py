@@ -21,7 +21,7 @@ from orders.schemas import (
     TopSpender,
 )
 from shop_common.auth import AdminUser, CurrentUser, InternalCaller
-from shop_common.db import SessionDep, TransactionFactoryDep
+from shop_common.db import ReaderDep, SessionDep, TransactionFactoryDep
 from shop_common.schemas import Page, PageDep
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -87,13 +87,16 @@ def create_order(
     body: OrderCreate,
     user: CurrentUser,
     factory: TransactionFactoryDep,
+    autocommit: ReaderDep,  # placement's one-statement writes: see placement.py
     catalog: CatalogDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrderRead:
     try:
-        placed = placement.place_order(factory, catalog, settings, user, body, idempotency_key)
+        placed = placement.place_order(
+            factory, autocommit, catalog, settings, user, body, idempotency_key
+        )
     except placement.OutcomeUnknown as unknown:
         response.status_code = 202
         response.headers["Location"] = f"/orders/{unknown.order.id}"
