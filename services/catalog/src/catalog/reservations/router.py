@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
+from sqlalchemy import Engine
 
 from catalog.config import CatalogSettings
 from catalog.reservations import service as reservation_service
@@ -29,6 +30,14 @@ router = APIRouter(
 _READ_JSON = ReservationRead.__pydantic_serializer__
 
 
+async def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
 def _settings(request: Request) -> CatalogSettings:
     settings: CatalogSettings = request.app.state.settings
     return settings
@@ -37,7 +46,7 @@ def _settings(request: Request) -> CatalogSettings:
 @router.post("", status_code=201, response_model=ReservationRead)
 def create_reservation(
     body: ReservationCreate,
-    factory: TransactionFactoryDep,
+    engine: EngineDep,
     request: Request,
     commit: Annotated[
         bool,
@@ -50,9 +59,11 @@ def create_reservation(
     ] = False,
 ) -> Response:
     ttl = _settings(request).reservation_ttl_seconds
-    with factory.begin() as session:  # commits in this thread (hot rows): see TransactionFactoryDep
+    # A Core transaction (no ORM Session on this hot path), committed in this thread (hot rows):
+    # the reason TransactionFactoryDep exists, see shop_common.db.
+    with engine.begin() as connection:
         reservation = reservation_service.create_reservation(
-            session, body, default_ttl_seconds=ttl, commit=commit
+            connection, body, default_ttl_seconds=ttl, commit=commit
         )
     # Serialized once, here (response_model keeps the OpenAPI): the commit has happened.
     return Response(

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     UUID,
+    Connection,
     Integer,
     Interval,
     Row,
@@ -147,7 +148,7 @@ _TAKE_LINE = compiled_sql(
 
 
 def create_reservation(
-    session: Session,
+    connection: Connection,
     data: ReservationCreate,
     *,
     default_ttl_seconds: int,
@@ -163,11 +164,11 @@ def create_reservation(
     Either way the caller learns the outcome from the answer's status, as with /commit.
 
     Product rows stay locked from their UPDATE to the commit, so after the first UPDATE come only
-    the other products' UPDATE-and-INSERT statements; the answer is built from what they return."""
+    the other products' UPDATE-and-INSERT statements; the answer is built from what they return.
+    Takes the Core connection of the caller's transaction (no ORM Session on the hot path)."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     status = ReservationStatus.COMMITTED if commit else ReservationStatus.HELD
-    connection = session.connection()
     rid = str(data.reservation_id)
     rows = connection.exec_driver_sql(
         _CREATE_AND_CHECK,
@@ -175,7 +176,8 @@ def create_reservation(
     ).all()
     expires_at = rows[0].expires_at
     if expires_at is None:
-        return _existing(session, data, wanted, commit=commit)
+        with Session(bind=connection) as session:  # joins the caller's transaction
+            return _existing(session, data, wanted, commit=commit)
     _check_reservable(wanted, rows)
     items: list[dict[str, object]] = []
     for product_id, quantity in wanted.items():  # ascending product id: the lock order
@@ -183,7 +185,7 @@ def create_reservation(
             _TAKE_LINE, {"reservation_id": rid, "product_id": product_id, "quantity": quantity}
         ).one_or_none()
         if line is None:  # stops at the first: the transaction is rolled back anyway
-            raise _short_now(session, {p: q for p, q in wanted.items() if p >= product_id})
+            raise _short_now(connection, {p: q for p, q in wanted.items() if p >= product_id})
         items.append(
             {
                 "product_id": product_id,
@@ -239,9 +241,9 @@ def _check_reservable(wanted: dict[int, int], rows: Sequence[Row[Any]]) -> None:
         raise _short(wanted, available)
 
 
-def _short_now(session: Session, missing: dict[int, int]) -> InsufficientStock:
+def _short_now(connection: Connection, missing: dict[int, int]) -> InsufficientStock:
     """The products whose conditional UPDATE took nothing: their stock as it is now."""
-    current = session.execute(
+    current = connection.execute(
         select(Product.id, Product.stock_quantity, Product.is_active).where(Product.id.in_(missing))
     )
     return _short(missing, {r.id: r.stock_quantity if r.is_active else 0 for r in current})
