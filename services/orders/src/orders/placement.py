@@ -78,7 +78,7 @@ from orders.exceptions import (
     UnknownProducts,
 )
 from orders.models import Order, OrderItem, OrderStatus
-from orders.schemas import OrderCreate
+from orders.schemas import OrderCreate, OrderRead
 from shop_common.auth import Principal
 from shop_common.db import compiled_sql, constraint_name
 
@@ -96,7 +96,7 @@ _ITEMS = cast(Table, OrderItem.__table__)
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    order: Order
+    order: OrderRead
     replayed: bool
 
 
@@ -211,7 +211,7 @@ def place_order(
             if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
                 raise CatalogUnavailable("placing the order took too long; it was abandoned")
             if status is not OrderStatus.PLACING:
-                return Placed(load_order(factory, order.id), replayed=False)
+                return Placed(OrderRead.model_validate(load_order(factory, order.id)), False)
         except DBAPIError:
             pass
         raise OutcomeUnknown(order.as_order())
@@ -303,7 +303,7 @@ def _replay(
                 " use a new key to try again",
                 order_id=order.id,
             )
-    return Placed(load_order(factory, order.id), replayed=True)
+    return Placed(OrderRead.model_validate(load_order(factory, order.id)), replayed=True)
 
 
 def _status_of(factory: sessionmaker[Session], order_id: int) -> OrderStatus:
@@ -337,12 +337,12 @@ def order_total(reservation: Reservation) -> Decimal:
 
 def complete_order(
     factory: sessionmaker[Session], order_id: int, reservation: Reservation, total: Decimal
-) -> Order | None:
+) -> OrderRead | None:
     """`placing` → `pending` with the items and the total, once catalog has committed the
     reservation (the recovery job's entry; the placement flow runs the same one statement without
     BEGIN/COMMIT). None when the order is no longer `placing` (the recovery job or the placement
-    flow decided it meanwhile): then nothing is written. Returns the order built from what is in
-    hand (a transient object), not re-read."""
+    flow decided it meanwhile): then nothing is written. Returns the order as the API shows it,
+    built from what is in hand, not re-read."""
     with factory.begin() as session:
         return _complete(session.connection(), order_id, reservation, total)
 
@@ -404,10 +404,9 @@ _COMPLETE = compiled_sql(
 
 def _complete(
     connection: Connection, order_id: int, reservation: Reservation, total: Decimal
-) -> Order | None:
+) -> OrderRead | None:
     lines = [
         {
-            "order_id": order_id,
             "product_id": item.product_id,
             "product_name": item.name,
             "sku": item.sku,
@@ -434,16 +433,17 @@ def _complete(
     ).one_or_none()
     if row is None:
         return None
-    return Order(
-        id=order_id,
-        order_number=row.order_number,
-        status=OrderStatus.PENDING,
-        user_id=row.user_id,
-        total_amount=total,
-        reservation_id=reservation.reservation_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        items=[OrderItem(**line) for line in lines],
+    return OrderRead.model_validate(
+        {
+            "id": order_id,
+            "order_number": row.order_number,
+            "status": OrderStatus.PENDING,
+            "user_id": row.user_id,
+            "total_amount": total,
+            "items": lines,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
     )
 
 

@@ -51,6 +51,7 @@ UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 @router.post(
     "/",
     status_code=201,
+    response_model=OrderRead,
     responses={
         201: {
             "description": "The order (also for a replayed Idempotency-Key).",
@@ -90,21 +91,30 @@ def create_order(
     autocommit: ReaderDep,  # placement's one-statement writes: see placement.py
     catalog: CatalogDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> OrderRead:
+) -> Response:
     try:
         placed = placement.place_order(
             factory, autocommit, catalog, settings, user, body, idempotency_key
         )
     except placement.OutcomeUnknown as unknown:
-        response.status_code = 202
-        response.headers["Location"] = f"/orders/{unknown.order.id}"
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return OrderRead.model_validate(unknown.order)
-    if placed.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderRead.model_validate(placed.order)
+        headers = {
+            "Location": f"/orders/{unknown.order.id}",
+            "Retry-After": str(RETRY_AFTER_SECONDS),
+        }
+        return _order_json(OrderRead.model_validate(unknown.order), 202, headers)
+    headers = {"Idempotent-Replayed": "true"} if placed.replayed else {}
+    return _order_json(placed.order, 201, headers)
+
+
+_ORDER_JSON = OrderRead.__pydantic_serializer__
+
+
+def _order_json(order: OrderRead, status: int, headers: dict[str, str]) -> Response:
+    """Serialized once (response_model= keeps the OpenAPI and the JSON the same)."""
+    return Response(
+        _ORDER_JSON.to_json(order), status, headers=headers, media_type="application/json"
+    )
 
 
 @router.get("/")
