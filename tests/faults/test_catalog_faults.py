@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.stack
 
 RESERVE = "/internal/reservations"
-COMMIT = "/commit"
 CALL_BOUND_SECONDS = 3.1  # conftest.CATALOG_CALL_BOUND_SECONDS
 SLACK_SECONDS = 2.5  # the release, the database writes and the gateway, on a loaded machine
 
@@ -125,7 +124,9 @@ class TestOrdersDiesMidPlacement:
             time.sleep(0.05)
         assert stack.pid("orders") is None
         [stuck] = ledger.orders(buyer.id)
-        assert (stuck["status"], stuck["reservation_status"]) == ("placing", "held")
+        # Reserved and committed in one call (`?commit=true`, placement.py); it was `held` when
+        # orders committed in a second call. Recovery completing a `held` one: test_recovery.py.
+        assert (stuck["status"], stuck["reservation_status"]) == ("placing", "committed")
 
         stack.ensure_running()  # a fresh orders process
         recovery.run()
@@ -151,13 +152,14 @@ class TestOrdersDiesMidPlacement:
     ) -> None:
         first = make_product(stock=4, price="1.50")
         second = make_product(stock=4, price="2.00")
-        catalog_proxy.add_rule("POST", COMMIT, after_reply=lambda: stack.kill("orders"), times=1)
+        # The call that commits in catalog: reserve-and-commit (`?commit=true`, placement.py).
+        catalog_proxy.add_rule("POST", RESERVE, after_reply=lambda: stack.kill("orders"), times=1)
         key = _key()
 
         response = buyer.order([(first["id"], 1), (second["id"], 4)], key=key)
 
         assert response.status_code == 502, response.text
-        assert catalog_proxy.statuses("POST", COMMIT)[0] == 200
+        assert catalog_proxy.statuses("POST", RESERVE)[0] == 201
         [stuck] = ledger.orders(buyer.id)
         assert (stuck["status"], stuck["reservation_status"]) == ("placing", "committed")
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.stack
 
-COMMIT = "/commit"
+# Orders reserves and commits in one call (`?commit=true`, placement.py): the step after which
+# catalog has sold the units. (It was the separate `/commit` call.)
+RESERVE_AND_COMMIT = "/internal/reservations"
 # Longer than libpq's connect_timeout (5 s, shop_common.db): the final transaction gives up.
 STALL_SECONDS = 8.0
 
@@ -72,7 +74,11 @@ def test_catalog_killed_after_committing_is_202_and_the_order_is_completed(
 ) -> None:
     product = make_product(stock=5, price="3.00")
     catalog_proxy.add_rule(
-        "POST", COMMIT, after_reply=lambda: stack.kill("catalog"), drop_reply=True, times=1
+        "POST",
+        RESERVE_AND_COMMIT,
+        after_reply=lambda: stack.kill("catalog"),
+        drop_reply=True,
+        times=1,
     )
     key = _key()
 
@@ -106,7 +112,10 @@ def test_pgbouncer_stalled_in_the_final_transaction_is_202_not_a_503_ghost(
     product = make_product(stock=5, price="2.50")
     # Catalog has committed and answered; PgBouncer freezes before orders' last transaction.
     catalog_proxy.add_rule(
-        "POST", COMMIT, after_reply=lambda: pgbouncer_stall.freeze(STALL_SECONDS), times=1
+        "POST",
+        RESERVE_AND_COMMIT,
+        after_reply=lambda: pgbouncer_stall.freeze(STALL_SECONDS),
+        times=1,
     )
     key = _key()
 

@@ -41,6 +41,19 @@ def reserve(
     )
 
 
+def reserve_and_commit(
+    internal: TestClient, items: list[tuple[int, int]], reservation_id: uuid.UUID
+) -> Any:
+    return internal.post(
+        "/internal/reservations",
+        params={"commit": "true"},
+        json={
+            "reservation_id": str(reservation_id),
+            "items": [{"product_id": p, "quantity": q} for p, q in items],
+        },
+    )
+
+
 def make_overdue(db: Session, reservation_id: str) -> None:
     db.execute(
         text(
@@ -178,6 +191,100 @@ class TestCreateReservation:
         response = reserve(internal, [(product["id"], 2)], reservation_id)
 
         assert response.status_code == 201
+
+
+class TestReserveAndCommit:
+    """`?commit=true`: orders' placement reserves and commits in one call."""
+
+    def test_reserving_with_commit_answers_committed_and_takes_the_stock(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(price="4.50", stock_quantity=5)
+        rid = uuid.uuid4()
+
+        response = internal.post(
+            "/internal/reservations?commit=true",
+            json={
+                "reservation_id": str(rid),
+                "items": [{"product_id": product["id"], "quantity": 2}],
+            },
+        )
+
+        assert response.status_code == 201
+        body = response.json()
+        assert (body["reservation_id"], body["status"]) == (str(rid), "committed")
+        assert body["items"] == [
+            {
+                "product_id": product["id"],
+                "name": product["name"],
+                "sku": product["sku"],
+                "quantity": 2,
+                "unit_price": "4.50",
+            }
+        ]
+        assert stock(db, product["id"]) == 3
+        assert internal.get(f"/internal/reservations/{rid}").json() == body
+        again = internal.post(f"/internal/reservations/{rid}/commit")
+        assert (again.status_code, again.json()) == (200, body)
+
+    def test_a_retry_answers_the_same_and_takes_the_stock_once(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+        body = {"reservation_id": str(rid), "items": [{"product_id": product["id"], "quantity": 2}]}
+
+        first = internal.post("/internal/reservations?commit=true", json=body)
+        again = internal.post("/internal/reservations?commit=true", json=body)
+
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert stock(db, product["id"]) == 3
+
+    def test_a_held_reservation_with_the_same_items_is_committed(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+        held = reserve(internal, [(product["id"], 2)], rid)
+        assert held.json()["status"] == "held"
+
+        response = reserve_and_commit(internal, [(product["id"], 2)], rid)
+
+        assert (response.status_code, response.json()["status"]) == (201, "committed")
+        assert db.scalars(select(Reservation.status).where(Reservation.id == rid)).one() == (
+            "committed"
+        )
+        assert stock(db, product["id"]) == 3
+
+    def test_a_released_reservation_stays_released_and_takes_nothing(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+        internal.post(f"/internal/reservations/{rid}/release")  # the caller gave up on it
+
+        response = reserve_and_commit(internal, [(product["id"], 2)], rid)
+
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/reservation-mismatch"
+        assert stock(db, product["id"]) == 5
+
+    def test_insufficient_stock_is_409_and_commits_nothing(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        plenty = make_product(stock_quantity=10)
+        few = make_product(stock_quantity=1)
+        rid = uuid.uuid4()
+
+        response = reserve_and_commit(internal, [(plenty["id"], 1), (few["id"], 2)], rid)
+
+        assert response.status_code == 409
+        assert response.json()["short"] == [
+            {"product_id": few["id"], "requested": 2, "available": 1}
+        ]
+        assert [stock(db, p["id"]) for p in (plenty, few)] == [10, 1]
+        assert db.get(Reservation, rid) is None
 
 
 class TestReservationMoves:

@@ -39,9 +39,10 @@ if TYPE_CHECKING:
 @dataclass
 class Seen:
     method: str
-    path: str
+    path: str  # without the query string
     headers: dict[str, str]
     body: Any
+    query: str = ""
 
 
 Behaviour = Callable[[Seen, int], tuple[int, Any, float]]  # → status, json body, delay
@@ -67,8 +68,9 @@ def fake_catalog() -> Iterator[FakeCatalog]:
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
+            path, _, query = self.path.partition("?")
             seen = Seen(
-                self.command, self.path, dict(self.headers), json.loads(raw) if raw else None
+                self.command, path, dict(self.headers), json.loads(raw) if raw else None, query
             )
             with lock:
                 fake.seen.append(seen)
@@ -106,10 +108,10 @@ def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCa
     )
 
 
-def _held(seen: Seen) -> dict[str, Any]:
+def _held(seen: Seen, status: str = "held") -> dict[str, Any]:
     return {
         "reservation_id": seen.body["reservation_id"],
-        "status": "held",
+        "status": status,
         "expires_at": "2030-01-01T00:00:00Z",
         "items": [
             {
@@ -268,6 +270,50 @@ class TestOrdersWhenCatalogFails:
         assert response.status_code == 503
         assert elapsed < 2
         assert _statuses(admin_engine, user_id) == ["failed"]
+
+    def test_one_call_reserves_and_commits(
+        self,
+        faulty_orders: tuple[TestClient, dict[str, str], int],
+        fake_catalog: FakeCatalog,
+        admin_engine: Engine,
+    ) -> None:
+        client, headers, user_id = faulty_orders
+        fake_catalog.behaviour = lambda seen, n: (201, _held(seen, "committed"), 0.0)
+
+        response = client.post(
+            "/orders/", json={"items": [{"product_id": 5, "quantity": 2}]}, headers=headers
+        )
+
+        assert response.status_code == 201, response.text
+        assert (response.json()["status"], response.json()["total_amount"]) == ("pending", "5.00")
+        assert [(s.method, s.path, s.query) for s in fake_catalog.seen] == [
+            ("POST", "/internal/reservations", "commit=true")
+        ]
+        assert _statuses(admin_engine, user_id) == ["pending"]
+
+    def test_a_catalog_answering_held_is_sent_the_commit(
+        self,
+        faulty_orders: tuple[TestClient, dict[str, str], int],
+        fake_catalog: FakeCatalog,
+        admin_engine: Engine,
+    ) -> None:
+        """A catalog that predates `?commit=true` ignores it and holds: orders commits after."""
+        client, headers, user_id = faulty_orders
+
+        def behaviour(seen: Seen, n: int) -> tuple[int, Any, float]:
+            if seen.path == "/internal/reservations":
+                return 201, _held(seen), 0.0
+            return 200, {"status": "committed"}, 0.0
+
+        fake_catalog.behaviour = behaviour
+
+        response = client.post(
+            "/orders/", json={"items": [{"product_id": 5, "quantity": 2}]}, headers=headers
+        )
+
+        assert response.status_code == 201, response.text
+        assert len(fake_catalog.calls("/commit")) == 1
+        assert _statuses(admin_engine, user_id) == ["pending"]
 
     def test_a_failed_commit_releases_and_marks_the_order_failed(
         self,

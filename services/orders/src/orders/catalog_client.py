@@ -103,9 +103,12 @@ class CatalogClient(Protocol):
         reservation_id: uuid.UUID,
         lines: Sequence[ReservationLine],
         ttl_seconds: int | None = None,
+        *,
+        commit: bool = False,
     ) -> Reservation:
         """Hold stock for every line, all or nothing. Raises InsufficientStock, UnknownProducts
-        or CatalogUnavailable."""
+        or CatalogUnavailable. `commit`: ask catalog to commit it in the same call; the answer's
+        status says whether it did (`committed`), or the caller still has to (`held`)."""
         ...
 
     def commit(self, reservation_id: uuid.UUID) -> None:
@@ -195,6 +198,8 @@ class HttpCatalogClient:
         reservation_id: uuid.UUID,
         lines: Sequence[ReservationLine],
         ttl_seconds: int | None = None,
+        *,
+        commit: bool = False,
     ) -> Reservation:
         body: dict[str, Any] = {
             "reservation_id": str(reservation_id),
@@ -202,7 +207,8 @@ class HttpCatalogClient:
         }
         if ttl_seconds is not None:
             body["ttl_seconds"] = ttl_seconds
-        response = self._send("POST", "/internal/reservations", json=body)
+        path = "/internal/reservations?commit=true" if commit else "/internal/reservations"
+        response = self._send("POST", path, json=body)
         if response.status_code in (200, 201):
             return _reservation(response)
         problem = _problem(response)

@@ -2,19 +2,30 @@
 services/orders/README.md).
 
 The flow commits between its steps and never holds a transaction (or a connection) across an HTTP
-call, so it takes a sessionmaker, not the request session:
+call, so it takes a sessionmaker and an AUTOCOMMIT engine, not the request session:
 
 1. validate, look up the Idempotency-Key (unique per user; a key's outcome is final);
-2. insert the order as `placing` with a fresh reservation id; commit;
-3. reserve in catalog (bounded retries with the same id: reservations are idempotent);
-4. success: call commit in catalog; then, in one transaction, write the items with catalog's price
-   snapshot and the total and set `pending`; answer 201 from the objects in hand. 409/422 from
-   catalog: mark `rejected`, answer 409/422.
+2. insert the order as `placing` with a fresh reservation id; committed (one statement, autocommit)
+   before catalog is called;
+3. reserve AND commit in catalog in one call (`POST /internal/reservations?commit=true`; bounded
+   retries with the same id: idempotent, and a retry finding the reservation `held` commits it);
+4. success: in one statement, write the items with catalog's price snapshot and the total and set
+   `pending`; answer 201 from the objects in hand. 409/422 from catalog: nothing was taken; mark
+   `rejected`, answer 409/422. A catalog that answers `held` (it predates `?commit`) gets the
+   separate `/commit` call, as before.
 5. Unknown is not failed. A failed catalog call (or an answer that does not match) is settled by
-   one release: once catalog confirms it, nothing is or will be held, so the order is `failed`
-   (503) or `rejected`. When the release is not confirmed either, or the final transaction fails
-   after catalog committed, the order stays `placing` and the answer is 202 (OutcomeUnknown): the
-   recovery job (recovery.py) completes it from the reservation or releases it.
+   one release: once catalog confirms it, nothing is or will be held or sold (a release restocks a
+   committed reservation too), so the order is `failed` (503) or `rejected`. When the release is
+   not confirmed either, or the final statement fails after catalog committed, the order stays
+   `placing` and the answer is 202 (OutcomeUnknown): the recovery job (recovery.py) completes it
+   from the (committed) reservation or releases it.
+
+Why one call for reserve and commit is as safe as two: the guarantees of DESIGN §5 rest on the
+`placing` row committed before catalog is called, on the reservation id being the order's, and on
+recovery completing a `placing` order from a held or committed reservation. With two calls, a crash
+after /commit already left a committed reservation for a `placing` order; one call only makes that
+the normal intermediate state. A committed reservation still belongs to exactly one order (its
+id is unique to the order), which either completes (this flow or recovery) or is released.
 
 Every write after step 2 is conditional on the order still being `placing`, so this flow and the
 recovery job can never both decide the fate of one order."""
@@ -33,7 +44,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -53,9 +78,9 @@ from orders.exceptions import (
     UnknownProducts,
 )
 from orders.models import Order, OrderItem, OrderStatus
-from orders.schemas import OrderCreate
+from orders.schemas import OrderCreate, OrderRead
 from shop_common.auth import Principal
-from shop_common.db import constraint_name
+from shop_common.db import compiled_sql, constraint_name
 
 log = logging.getLogger("orders.placement")
 
@@ -71,7 +96,7 @@ _ITEMS = cast(Table, OrderItem.__table__)
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    order: Order
+    order: OrderRead
     replayed: bool
 
 
@@ -115,6 +140,7 @@ class _KeyTaken(Exception):
 
 def place_order(
     factory: sessionmaker[Session],
+    autocommit: Engine,
     catalog: CatalogClient,
     settings: OrdersSettings,
     principal: Principal,
@@ -135,7 +161,7 @@ def place_order(
                     "what became of this Idempotency-Key cannot be read now; replay it later"
                 ) from exc
         try:
-            order = _insert_placing(factory, user_id, idempotency_key, request_hash)
+            order = _insert_placing(autocommit, user_id, idempotency_key, request_hash)
             break
         except _KeyTaken:
             continue
@@ -144,7 +170,9 @@ def place_order(
 
     lines = [ReservationLine(item.product_id, item.quantity) for item in data.items]
     try:
-        reservation = catalog.reserve(order.reservation_id, lines, settings.reservation_ttl_seconds)
+        reservation = catalog.reserve(
+            order.reservation_id, lines, settings.reservation_ttl_seconds, commit=True
+        )
     except (InsufficientStock, UnknownProducts):
         _close_unplaced(factory, order.id, OrderStatus.REJECTED)  # catalog took nothing
         raise
@@ -162,14 +190,16 @@ def place_order(
         _undo(factory, catalog, order, OrderStatus.FAILED)
         raise
 
+    if reservation.status is not ReservationStatus.COMMITTED:  # a catalog without ?commit
+        try:
+            catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
+        except CatalogUnavailable:
+            # Committed or not, a release settles it (it restocks a committed reservation too).
+            _undo(factory, catalog, order, OrderStatus.FAILED)
+            raise
     try:
-        catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
-    except CatalogUnavailable:
-        # Committed or not, a release settles it (it restocks a committed reservation too).
-        _undo(factory, catalog, order, OrderStatus.FAILED)
-        raise
-    try:
-        placed = complete_order(factory, order.id, reservation, total)
+        with autocommit.connect() as connection:
+            placed = _complete(connection, order.id, reservation, total)
     except DBAPIError:
         # Sold in catalog; whether our transaction committed is unknown. The recovery job
         # completes the order from the committed reservation: it is not failed, it is pending.
@@ -181,7 +211,7 @@ def place_order(
             if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
                 raise CatalogUnavailable("placing the order took too long; it was abandoned")
             if status is not OrderStatus.PLACING:
-                return Placed(load_order(factory, order.id), replayed=False)
+                return Placed(OrderRead.model_validate(load_order(factory, order.id)), False)
         except DBAPIError:
             pass
         raise OutcomeUnknown(order.as_order())
@@ -217,23 +247,22 @@ def _find_by_key(factory: sessionmaker[Session], user_id: int, key: str) -> Orde
 
 
 def _insert_placing(
-    factory: sessionmaker[Session], user_id: int, key: str | None, request_hash: str | None
+    autocommit: Engine, user_id: int, key: str | None, request_hash: str | None
 ) -> _Placing:
     for _ in range(5):
         number, reservation_id = new_order_number(), uuid.uuid4()
         try:
-            with factory.begin() as session:
-                row = session.execute(
-                    insert(_ORDERS)
-                    .values(
-                        order_number=number,
-                        status=OrderStatus.PLACING,
-                        user_id=user_id,
-                        reservation_id=reservation_id,
-                        idempotency_key=key,
-                        request_hash=request_hash,
-                    )
-                    .returning(_ORDERS.c.id, _ORDERS.c.created_at)
+            with autocommit.connect() as connection:
+                row = connection.exec_driver_sql(
+                    _INSERT_PLACING,
+                    {
+                        "order_number": number,
+                        "status": OrderStatus.PLACING.value,
+                        "user_id": user_id,
+                        "reservation_id": str(reservation_id),
+                        "idempotency_key": key,
+                        "request_hash": request_hash,
+                    },
                 ).one()
             return _Placing(row.id, reservation_id, number, user_id, row.created_at)
         except IntegrityError as exc:
@@ -274,7 +303,7 @@ def _replay(
                 " use a new key to try again",
                 order_id=order.id,
             )
-    return Placed(load_order(factory, order.id), replayed=True)
+    return Placed(OrderRead.model_validate(load_order(factory, order.id)), replayed=True)
 
 
 def _status_of(factory: sessionmaker[Session], order_id: int) -> OrderStatus:
@@ -308,14 +337,76 @@ def order_total(reservation: Reservation) -> Decimal:
 
 def complete_order(
     factory: sessionmaker[Session], order_id: int, reservation: Reservation, total: Decimal
-) -> Order | None:
-    """`placing` → `pending` with the items and the total, in one transaction, once catalog has
-    committed the reservation. None when the order is no longer `placing` (the recovery job or
-    the placement flow decided it meanwhile): then nothing is written. Returns the order built
-    from what is in hand (a transient object), not re-read."""
+) -> OrderRead | None:
+    """`placing` → `pending` with the items and the total, once catalog has committed the
+    reservation (the recovery job's entry; the placement flow runs the same one statement without
+    BEGIN/COMMIT). None when the order is no longer `placing` (the recovery job or the placement
+    flow decided it meanwhile): then nothing is written. Returns the order as the API shows it,
+    built from what is in hand, not re-read."""
+    with factory.begin() as session:
+        return _complete(session.connection(), order_id, reservation, total)
+
+
+# The placement flow's writes, compiled once (shop_common.db.compiled_sql). Each is ONE statement,
+# so the flow runs them on an AUTOCOMMIT connection: one round trip each instead of three (BEGIN,
+# statement, COMMIT), and exactly as atomic (a statement is its own transaction).
+_INSERT_PLACING = compiled_sql(
+    insert(_ORDERS)
+    .values(
+        order_number=bindparam("order_number"),
+        status=bindparam("status"),
+        user_id=bindparam("user_id"),
+        reservation_id=bindparam("reservation_id"),
+        idempotency_key=bindparam("idempotency_key"),
+        request_hash=bindparam("request_hash"),
+    )
+    .returning(_ORDERS.c.id, _ORDERS.c.created_at)
+)
+# `placing` → `pending` and the items, in one statement: the UPDATE is conditional on `placing`,
+# and the lines are inserted only when it matched (they join its RETURNING). ON CONFLICT: an order
+# left `placing` with its items by an earlier version of this flow.
+_DONE = (
+    update(_ORDERS)
+    .where(_ORDERS.c.id == bindparam("order_id"), _ORDERS.c.status == bindparam("placing"))
+    .values(status=bindparam("pending"), total_amount=bindparam("total_amount"))
+    .returning(
+        _ORDERS.c.order_number, _ORDERS.c.user_id, _ORDERS.c.created_at, _ORDERS.c.updated_at
+    )
+    .cte("done")
+)
+_LINES = (
+    func.unnest(
+        bindparam("product_ids", type_=ARRAY(Integer)),
+        bindparam("product_names", type_=ARRAY(String)),
+        bindparam("skus", type_=ARRAY(String)),
+        bindparam("quantities", type_=ARRAY(Integer)),
+        bindparam("unit_prices", type_=ARRAY(Numeric)),
+        bindparam("total_prices", type_=ARRAY(Numeric)),
+    )
+    .table_valued("product_id", "product_name", "sku", "quantity", "unit_price", "total_price")
+    .render_derived(name="line")
+)
+_ITEM_COLUMNS = ["product_id", "product_name", "sku", "quantity", "unit_price", "total_price"]
+_COMPLETE = compiled_sql(
+    select(_DONE).add_cte(
+        pg_insert(_ITEMS)
+        .from_select(
+            ["order_id", *_ITEM_COLUMNS],
+            select(
+                bindparam("order_id", type_=Integer), *(_LINES.c[c] for c in _ITEM_COLUMNS)
+            ).select_from(_DONE.join(_LINES, true())),
+        )
+        .on_conflict_do_nothing(index_elements=["order_id", "product_id"])
+        .cte("items")
+    )
+)
+
+
+def _complete(
+    connection: Connection, order_id: int, reservation: Reservation, total: Decimal
+) -> OrderRead | None:
     lines = [
         {
-            "order_id": order_id,
             "product_id": item.product_id,
             "product_name": item.name,
             "sku": item.sku,
@@ -325,36 +416,34 @@ def complete_order(
         }
         for item in reservation.items
     ]
-    with factory.begin() as session:
-        row = session.execute(
-            update(_ORDERS)
-            .where(_ORDERS.c.id == order_id, _ORDERS.c.status == OrderStatus.PLACING)
-            .values(status=OrderStatus.PENDING, total_amount=total)
-            .returning(
-                _ORDERS.c.order_number,
-                _ORDERS.c.user_id,
-                _ORDERS.c.reservation_id,
-                _ORDERS.c.created_at,
-                _ORDERS.c.updated_at,
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        # ON CONFLICT: an order left `placing` with its items by an earlier version of this flow
-        session.execute(
-            pg_insert(_ITEMS).on_conflict_do_nothing(index_elements=["order_id", "product_id"]),
-            lines,
-        )
-    return Order(
-        id=order_id,
-        order_number=row.order_number,
-        status=OrderStatus.PENDING,
-        user_id=row.user_id,
-        total_amount=total,
-        reservation_id=row.reservation_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        items=[OrderItem(**line) for line in lines],
+    row = connection.exec_driver_sql(
+        _COMPLETE,
+        {
+            "order_id": order_id,
+            "placing": OrderStatus.PLACING.value,
+            "pending": OrderStatus.PENDING.value,
+            "total_amount": total,
+            "product_ids": [line["product_id"] for line in lines],
+            "product_names": [line["product_name"] for line in lines],
+            "skus": [line["sku"] for line in lines],
+            "quantities": [line["quantity"] for line in lines],
+            "unit_prices": [line["unit_price"] for line in lines],
+            "total_prices": [line["total_price"] for line in lines],
+        },
+    ).one_or_none()
+    if row is None:
+        return None
+    return OrderRead.model_validate(
+        {
+            "id": order_id,
+            "order_number": row.order_number,
+            "status": OrderStatus.PENDING,
+            "user_id": row.user_id,
+            "total_amount": total,
+            "items": lines,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
     )
 
 

@@ -21,7 +21,7 @@ from orders.schemas import (
     TopSpender,
 )
 from shop_common.auth import AdminUser, CurrentUser, InternalCaller
-from shop_common.db import SessionDep, TransactionFactoryDep
+from shop_common.db import ReaderDep, SessionDep, TransactionFactoryDep
 from shop_common.schemas import Page, PageDep
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -51,6 +51,7 @@ UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 @router.post(
     "/",
     status_code=201,
+    response_model=OrderRead,
     responses={
         201: {
             "description": "The order (also for a replayed Idempotency-Key).",
@@ -87,21 +88,33 @@ def create_order(
     body: OrderCreate,
     user: CurrentUser,
     factory: TransactionFactoryDep,
+    autocommit: ReaderDep,  # placement's one-statement writes: see placement.py
     catalog: CatalogDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> OrderRead:
+) -> Response:
     try:
-        placed = placement.place_order(factory, catalog, settings, user, body, idempotency_key)
+        placed = placement.place_order(
+            factory, autocommit, catalog, settings, user, body, idempotency_key
+        )
     except placement.OutcomeUnknown as unknown:
-        response.status_code = 202
-        response.headers["Location"] = f"/orders/{unknown.order.id}"
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return OrderRead.model_validate(unknown.order)
-    if placed.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderRead.model_validate(placed.order)
+        headers = {
+            "Location": f"/orders/{unknown.order.id}",
+            "Retry-After": str(RETRY_AFTER_SECONDS),
+        }
+        return _order_json(OrderRead.model_validate(unknown.order), 202, headers)
+    headers = {"Idempotent-Replayed": "true"} if placed.replayed else {}
+    return _order_json(placed.order, 201, headers)
+
+
+_ORDER_JSON = OrderRead.__pydantic_serializer__
+
+
+def _order_json(order: OrderRead, status: int, headers: dict[str, str]) -> Response:
+    """Serialized once (response_model= keeps the OpenAPI and the JSON the same)."""
+    return Response(
+        _ORDER_JSON.to_json(order), status, headers=headers, media_type="application/json"
+    )
 
 
 @router.get("/")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
+from sqlalchemy import Engine
 
 from catalog.config import CatalogSettings
 from catalog.reservations import service as reservation_service
@@ -26,19 +27,48 @@ router = APIRouter(
 )
 
 
+_READ_JSON = ReservationRead.__pydantic_serializer__
+
+
+async def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
 def _settings(request: Request) -> CatalogSettings:
     settings: CatalogSettings = request.app.state.settings
     return settings
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ReservationRead)
 def create_reservation(
-    body: ReservationCreate, factory: TransactionFactoryDep, request: Request
-) -> ReservationRead:
+    body: ReservationCreate,
+    engine: EngineDep,
+    request: Request,
+    commit: Annotated[
+        bool,
+        Query(
+            description=(
+                "Reserve and commit in one transaction (status `committed`); a stored `held`"
+                " reservation with the same items is committed. Orders' placement uses it."
+            )
+        ),
+    ] = False,
+) -> Response:
     ttl = _settings(request).reservation_ttl_seconds
-    with factory.begin() as session:  # commits in this thread (hot rows): see TransactionFactoryDep
-        reservation = reservation_service.create_reservation(session, body, default_ttl_seconds=ttl)
-        return ReservationRead.model_validate(reservation)
+    # A Core transaction (no ORM Session on this hot path), committed in this thread (hot rows):
+    # the reason TransactionFactoryDep exists, see shop_common.db.
+    with engine.begin() as connection:
+        reservation = reservation_service.create_reservation(
+            connection, body, default_ttl_seconds=ttl, commit=commit
+        )
+    # Serialized once, here (response_model keeps the OpenAPI): the commit has happened.
+    return Response(
+        content=_READ_JSON.to_json(reservation), status_code=201, media_type="application/json"
+    )
 
 
 @router.get("")

@@ -10,10 +10,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, func, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    UUID,
+    Connection,
+    Integer,
+    Interval,
+    Row,
+    Table,
+    bindparam,
+    func,
+    literal,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import Product, Reservation, ReservationItem, ReservationStatus
@@ -25,7 +39,8 @@ from catalog.reservations.exceptions import (
     ReservationNotFound,
     UnknownProducts,
 )
-from catalog.reservations.schemas import ReservationCreate
+from catalog.reservations.schemas import ReservationCreate, ReservationRead
+from shop_common.db import compiled_sql
 
 _NO_SYNC = {"synchronize_session": False}
 # Core tables for the statements of the hot path that need no ORM unit of work.
@@ -69,52 +84,134 @@ def list_live_reservations(
 _MIN_UUID = uuid.UUID(int=0)
 
 
+# The hot path of a reservation, compiled once (shop_common.db.compiled_sql): one statement, then
+# one per product (a one-product reservation was four), and no ORM unit of work or cache-key walk.
+# 1. Insert the reservation (unless the id exists: the idempotent path) and read every wanted
+#    product's stock in the same statement: one row per wanted id, `created_expires_at` NULL when
+#    the id already existed, the product columns NULL for an unknown product.
+_CREATED = (
+    insert(_RESERVATIONS)
+    .values(
+        id=bindparam("reservation_id"),
+        status=bindparam("status"),
+        expires_at=func.now() + bindparam("ttl", type_=Interval),
+    )
+    .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
+    .returning(_RESERVATIONS.c.expires_at)
+    .cte("created")
+)
+_WANTED = (
+    func.unnest(bindparam("product_ids", type_=ARRAY(Integer)))
+    .table_valued("product_id")
+    .render_derived(name="wanted")
+)
+_CREATE_AND_CHECK = compiled_sql(
+    select(
+        _CREATED.c.expires_at,
+        _WANTED.c.product_id,
+        _PRODUCTS.c.is_active,
+        _PRODUCTS.c.stock_quantity,
+    ).select_from(
+        _WANTED.outerjoin(_PRODUCTS, _PRODUCTS.c.id == _WANTED.c.product_id).outerjoin(
+            _CREATED, true()
+        )
+    )
+)
+# 2. Per product, in ascending id (the lock order): the conditional UPDATE of the stock and the
+#    INSERT of the line with the price snapshot, one statement. No row: not enough stock (now).
+_TAKEN = (
+    update(_PRODUCTS)
+    .where(
+        _PRODUCTS.c.id == bindparam("product_id"),
+        _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
+        _PRODUCTS.c.is_active,
+    )
+    .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
+    .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
+    .cte("taken")
+)
+_TAKE_LINE = compiled_sql(
+    insert(_ITEMS)
+    .from_select(
+        ["reservation_id", "product_id", "quantity", "unit_price", "name", "sku"],
+        select(
+            bindparam("reservation_id", type_=UUID()),
+            bindparam("product_id", type_=Integer),
+            bindparam("quantity", type_=Integer),
+            _TAKEN.c.price,
+            _TAKEN.c.name,
+            _TAKEN.c.sku,
+        ),
+    )
+    .returning(_ITEMS.c.name, _ITEMS.c.sku, _ITEMS.c.unit_price)
+)
+
+
 def create_reservation(
-    session: Session, data: ReservationCreate, *, default_ttl_seconds: int
-) -> Reservation:
+    connection: Connection,
+    data: ReservationCreate,
+    *,
+    default_ttl_seconds: int,
+    commit: bool = False,
+) -> ReservationRead:
     """All or nothing. Idempotent on reservation_id: the same items answer the stored reservation
     (in whatever status it is now), other items are a ReservationMismatch. A concurrent request
     with the same id waits on the primary key and then takes the idempotent path.
 
+    `commit`: reserve and commit in this one transaction (orders' placement, one call instead of
+    two): the reservation is stored `committed` directly, and a stored `held` one with the same
+    items (a retry of a call whose answer was lost) is committed like commit_reservation does.
+    Either way the caller learns the outcome from the answer's status, as with /commit.
+
     Product rows stay locked from their UPDATE to the commit, so after the first UPDATE come only
-    the other products' UPDATEs and one INSERT of the lines; the answer is built in memory."""
+    the other products' UPDATE-and-INSERT statements; the answer is built from what they return.
+    Takes the Core connection of the caller's transaction (no ORM Session on the hot path)."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
-    created = session.execute(
-        insert(_RESERVATIONS)
-        .values(id=data.reservation_id, status=ReservationStatus.HELD, expires_at=func.now() + ttl)
-        .on_conflict_do_nothing(index_elements=[_RESERVATIONS.c.id])
-        .returning(_RESERVATIONS.c.expires_at)
-    ).one_or_none()
-    if created is None:
-        existing = get_reservation(session, data.reservation_id)
-        if {i.product_id: i.quantity for i in existing.items} != wanted:
-            raise ReservationMismatch(
-                f"reservation {data.reservation_id} exists with other items",
-                reservation_id=str(data.reservation_id),
-            )
-        return existing
-    _check_reservable(session, wanted)
-    items = _take_stock(session, data.reservation_id, wanted)
-    session.execute(insert(_ITEMS), [_columns(i) for i in items])
-    # Transient (never added to the session): only what the response shows.
-    return Reservation(
-        id=data.reservation_id,
-        status=ReservationStatus.HELD,
-        expires_at=created.expires_at,
-        items=items,
+    status = ReservationStatus.COMMITTED if commit else ReservationStatus.HELD
+    rid = str(data.reservation_id)
+    rows = connection.exec_driver_sql(
+        _CREATE_AND_CHECK,
+        {"reservation_id": rid, "status": status.value, "ttl": ttl, "product_ids": list(wanted)},
+    ).all()
+    expires_at = rows[0].expires_at
+    if expires_at is None:
+        with Session(bind=connection) as session:  # joins the caller's transaction
+            return _existing(session, data, wanted, commit=commit)
+    _check_reservable(wanted, rows)
+    items: list[dict[str, object]] = []
+    for product_id, quantity in wanted.items():  # ascending product id: the lock order
+        line = connection.exec_driver_sql(
+            _TAKE_LINE, {"reservation_id": rid, "product_id": product_id, "quantity": quantity}
+        ).one_or_none()
+        if line is None:  # stops at the first: the transaction is rolled back anyway
+            raise _short_now(connection, {p: q for p, q in wanted.items() if p >= product_id})
+        items.append(
+            {
+                "product_id": product_id,
+                "name": line.name,
+                "sku": line.sku,
+                "quantity": quantity,
+                "unit_price": line.unit_price,
+            }
+        )
+    return ReservationRead.model_validate(
+        {"id": data.reservation_id, "status": status, "expires_at": expires_at, "items": items}
     )
 
 
-def _columns(item: ReservationItem) -> dict[str, object]:
-    return {
-        "reservation_id": item.reservation_id,
-        "product_id": item.product_id,
-        "quantity": item.quantity,
-        "unit_price": item.unit_price,
-        "name": item.name,
-        "sku": item.sku,
-    }
+def _existing(
+    session: Session, data: ReservationCreate, wanted: dict[int, int], *, commit: bool
+) -> ReservationRead:
+    existing = get_reservation(session, data.reservation_id)
+    if {i.product_id: i.quantity for i in existing.items} != wanted:
+        raise ReservationMismatch(
+            f"reservation {data.reservation_id} exists with other items",
+            reservation_id=str(data.reservation_id),
+        )
+    if commit and existing.status == ReservationStatus.HELD:
+        return ReservationRead.model_validate(commit_reservation(session, data.reservation_id))
+    return ReservationRead.model_validate(existing)
 
 
 def _short(wanted: dict[int, int], available: dict[int, int]) -> InsufficientStock:
@@ -128,65 +225,28 @@ def _short(wanted: dict[int, int], available: dict[int, int]) -> InsufficientSto
     )
 
 
-def _check_reservable(session: Session, wanted: dict[int, int]) -> None:
+def _check_reservable(wanted: dict[int, int], rows: Sequence[Row[Any]]) -> None:
     """Refuse unknown or inactive products (422), and fail fast without waiting for any row lock
-    when the current stock is already too low (409)."""
-    rows = session.execute(
-        select(_PRODUCTS.c.id, _PRODUCTS.c.is_active, _PRODUCTS.c.stock_quantity).where(
-            _PRODUCTS.c.id.in_(wanted)
-        )
-    ).all()
-    unknown = sorted(set(wanted) - {r.id for r in rows})
-    inactive = sorted(r.id for r in rows if not r.is_active)
+    when the current stock is already too low (409). `rows`: _CREATE_AND_CHECK's."""
+    unknown = sorted(r.product_id for r in rows if r.is_active is None)
+    inactive = sorted(r.product_id for r in rows if r.is_active is False)
     if unknown or inactive:
         raise UnknownProducts(
             "some products do not exist or are not for sale",
             unknown=unknown,
             inactive=inactive,
         )
-    available = {r.id: r.stock_quantity for r in rows}
+    available = {r.product_id: r.stock_quantity for r in rows}
     if any(available[p] < q for p, q in wanted.items()):
         raise _short(wanted, available)
 
 
-def _take_stock(
-    session: Session, reservation_id: uuid.UUID, wanted: dict[int, int]
-) -> list[ReservationItem]:
-    items: list[ReservationItem] = []
-    for product_id, quantity in wanted.items():  # ascending product id: the lock order
-        row = session.execute(
-            update(_PRODUCTS)
-            .where(
-                _PRODUCTS.c.id == product_id,
-                _PRODUCTS.c.stock_quantity >= quantity,
-                _PRODUCTS.c.is_active,
-            )
-            .values(stock_quantity=_PRODUCTS.c.stock_quantity - quantity)
-            .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
-        ).one_or_none()
-        if row is not None:
-            items.append(
-                ReservationItem(
-                    reservation_id=reservation_id,
-                    product_id=product_id,
-                    quantity=quantity,
-                    unit_price=row.price,
-                    name=row.name,
-                    sku=row.sku,
-                )
-            )
-    if len(items) < len(wanted):
-        current = session.execute(
-            select(Product.id, Product.stock_quantity, Product.is_active).where(
-                Product.id.in_(wanted)
-            )
-        )
-        taken = {i.product_id for i in items}
-        raise _short(
-            {p: q for p, q in wanted.items() if p not in taken},
-            {r.id: r.stock_quantity if r.is_active else 0 for r in current},
-        )
-    return items
+def _short_now(connection: Connection, missing: dict[int, int]) -> InsufficientStock:
+    """The products whose conditional UPDATE took nothing: their stock as it is now."""
+    current = connection.execute(
+        select(Product.id, Product.stock_quantity, Product.is_active).where(Product.id.in_(missing))
+    )
+    return _short(missing, {r.id: r.stock_quantity if r.is_active else 0 for r in current})
 
 
 def _restock(session: Session, reservation_ids: Sequence[uuid.UUID]) -> None:
