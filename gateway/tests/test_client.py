@@ -332,3 +332,51 @@ def test_waiting_for_a_connection_is_bounded() -> None:
             await slow
 
     run(script, scenario, size=1, acquire_timeout=0.2)
+
+
+def test_a_request_that_gave_up_waiting_leaves_no_slot_taken() -> None:
+    """Waiters that time out or are cancelled hold no slot afterwards: once the busy request
+    ends, the pool serves its full size again at once, without waiting."""
+
+    async def script(number: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.5 if number == 1 else 0)
+        writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> list[int]:
+        slow = asyncio.ensure_future(fetch(pool))
+        await asyncio.sleep(0.05)
+        timed_out = asyncio.ensure_future(fetch(pool))  # gives up after acquire_timeout
+        cancelled = asyncio.ensure_future(fetch(pool))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(UpstreamBusy):
+            await timed_out
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await slow
+        async with asyncio.timeout(0.2):  # nobody waits in front: served now, in order
+            return [status for status, _ in [await fetch(pool) for _ in range(3)]]
+
+    assert run(script, scenario, size=1, acquire_timeout=0.2) == [200, 200, 200]
+
+
+def test_a_freed_slot_goes_to_the_request_that_waited_longest() -> None:
+    async def script(_: int, __: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.02)
+        writer.write(OK)
+
+    async def scenario(pool: UpstreamPool, upstream: Upstream) -> list[int]:
+        order: list[int] = []
+
+        async def numbered(number: int) -> None:
+            await fetch(pool)
+            order.append(number)
+
+        tasks = []
+        for number in range(5):
+            tasks.append(asyncio.ensure_future(numbered(number)))
+            await asyncio.sleep(0.001)  # arrive in this order
+        await asyncio.gather(*tasks)
+        return order
+
+    assert run(script, scenario, size=1) == [0, 1, 2, 3, 4]

@@ -17,6 +17,7 @@ request, maybe a POST that must not be sent twice, must not meet that closing so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -62,18 +63,21 @@ class _Connection(asyncio.Protocol):
         self.head_only = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self.chunks: deque[bytes] = deque()
         self._reset()
 
     def _reset(self) -> None:
         self.status = 0
         self.headers: Headers = []
+        self.content_length: int | None = None  # the answer's, when it announces one
+        self.framed = False  # Content-Length or Transfer-Encoding: not delimited by the close
         self.head_done = False
         self.small_body = False
         self.complete = False
         self.got_bytes = False
         self.keep_alive = False
         self.error: UpstreamError | None = None
-        self.chunks: deque[bytes] = deque()
+        self.chunks.clear()
         self.buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._informational = False
@@ -125,8 +129,20 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self.head_done = True
+        length: int | None = None
+        framed = counted = False
+        for name, value in self.headers:  # one pass: the first Content-Length, any framing
+            lowered = name.lower()
+            if lowered == b"content-length":
+                if not counted:
+                    length = int(value) if value.isdigit() else None
+                framed = counted = True
+            elif lowered == b"transfer-encoding":
+                framed = True
+        self.content_length = length
+        self.framed = framed
         # (an answer to HEAD announces a length it never sends)
-        self.small_body = not self.head_only and self._announced_length() <= SMALL_BODY_BYTES
+        self.small_body = not self.head_only and length is not None and length <= SMALL_BODY_BYTES
         if not self.small_body:
             self._wake()
 
@@ -147,19 +163,12 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     # ---- helpers
-    def _announced_length(self) -> float:
-        for name, value in self.headers:
-            if name.lower() == b"content-length" and value.isdigit():
-                return int(value)
-        return float("inf")
-
     def ready(self) -> bool:
         """The head is in, and so is the whole body when it is small."""
         return self.head_done and (self.complete or not self.small_body)
 
     def _eof_delimited(self) -> bool:
-        names = {name.lower() for name, _ in self.headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
+        return not self.framed
 
     def _fail(self, error: UpstreamError) -> None:
         if self.error is None:
@@ -198,13 +207,31 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
-    async def write(self, data: bytes) -> None:
+    def write_nowait(self, data: bytes) -> asyncio.Future[None] | None:
+        """Hand `data` to the socket; a future to await when the socket buffer is full."""
         if self.closed or self.transport is None:
             raise self.error or UpstreamUnreachable("upstream closed the connection")
         self.transport.write(data)
         if self._write_paused:
             self._drain = self.loop.create_future()
-            await self._drain
+            return self._drain
+        return None
+
+    async def write(self, data: bytes) -> None:
+        drain = self.write_nowait(data)
+        if drain is not None:
+            await drain
+
+    def take_body(self) -> bytes:
+        """Everything buffered of the body, at once (the answer is complete)."""
+        chunks = self.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self._reading_paused and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
 
     def begin(self, method: str) -> None:
         self._reset()
@@ -232,10 +259,7 @@ class UpstreamResponse:
 
     @property
     def content_length(self) -> int | None:
-        for name, value in self.headers:
-            if name.lower() == b"content-length":
-                return int(value) if value.isdigit() else None
-        return None
+        return self._conn.content_length
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
@@ -249,7 +273,20 @@ class UpstreamResponse:
             await conn.wait(self._read_timeout)
 
     async def read(self) -> bytes:
+        body = self.body_if_complete()
+        if body is not None:
+            return body
         return b"".join([chunk async for chunk in self.chunks()])
+
+    def body_if_complete(self) -> bytes | None:
+        """The whole body when all of it is already here (a small answer is awaited with its
+        head), without a task switch; None when some of it is still to come."""
+        if self._head_only:
+            return b""
+        conn = self._conn
+        if conn.complete:
+            return conn.take_body()
+        return None
 
     def release(self) -> None:
         if self._released:
@@ -292,7 +329,11 @@ class UpstreamPool:
         self.keepalive_seconds = keepalive_seconds
         self.acquire_timeout = acquire_timeout
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(size)
+        # At most `size` requests in flight: a counter, and the requests waiting for a slot in
+        # arrival order (a freed slot is handed to the first of them).
+        self._size = size
+        self._in_use = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -320,7 +361,37 @@ class UpstreamPool:
             self._idle.append(conn)
         else:
             conn.close()
-        self._slots.release()
+        self._release_slot()
+
+    async def _acquire_slot(self) -> None:
+        """A slot for one request; UpstreamBusy when none is free within `acquire_timeout`."""
+        if self._in_use < self._size and not self._waiting:
+            self._in_use += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):  # (a release may have dropped it already)
+                    self._waiting.remove(waiter)  # only live waiters stay queued
+            if isinstance(exc, TimeoutError):
+                raise UpstreamBusy("no upstream connection free in time") from exc
+            raise
+
+    def _release_slot(self) -> None:
+        waiting = self._waiting
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to it, still counted in use
+                return
+        self._in_use -= 1
 
     async def request(
         self,
@@ -340,9 +411,13 @@ class UpstreamPool:
         may be sent again). UpstreamBusy when no connection is free within `acquire_timeout`."""
         timeout = read_timeout or self.read_timeout
         head = [b"%s %s%s HTTP/1.1\r\n" % (method.encode(), self.prefix, target)]
-        if not any(name.lower() == b"host" for name, _ in headers):
-            head.append(b"host: %s\r\n" % self.host_header)
-        head.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        has_host = False
+        for name, value in headers:
+            if not has_host and name.lower() == b"host":
+                has_host = True
+            head += (name, b": ", value, b"\r\n")
+        if not has_host:
+            head.insert(1, b"host: %s\r\n" % self.host_header)
         if isinstance(body, bytes):
             head.append(b"content-length: %d\r\n" % len(body))
         elif body is not None:
@@ -354,14 +429,10 @@ class UpstreamPool:
         preamble = b"".join(head)
         replayable = not (body is not None and not isinstance(body, bytes))
         retryable = replayable and (method in IDEMPOTENT if idempotent is None else idempotent)
-        if self._slots.locked():  # all in use: wait, but not forever
-            try:
-                async with asyncio.timeout(self.acquire_timeout):
-                    await self._slots.acquire()
-            except TimeoutError as exc:
-                raise UpstreamBusy("no upstream connection free in time") from exc
+        if self._in_use < self._size and not self._waiting:
+            self._in_use += 1  # a slot is free: taken without a task switch
         else:
-            await self._slots.acquire()
+            await self._acquire_slot()  # all in use: wait, but not forever
         try:
             conn = self._take_idle()
             reused = conn is not None
@@ -370,7 +441,12 @@ class UpstreamPool:
                     conn = await self._connect()
                 conn.begin(method)
                 try:
-                    await self._send(conn, preamble, body, chunked=content_length is None)
+                    if body is None or isinstance(body, bytes):
+                        drain = conn.write_nowait(preamble + body if body else preamble)
+                        if drain is not None:
+                            await drain
+                    else:
+                        await self._send(conn, preamble, body, chunked=content_length is None)
                     while not conn.ready():
                         await conn.wait(timeout)
                 except _ReusedConnectionClosed:
@@ -385,7 +461,7 @@ class UpstreamPool:
                 return UpstreamResponse(self, conn, method, timeout)
             raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
-            self._slots.release()
+            self._release_slot()
             raise
 
     @staticmethod

@@ -21,12 +21,12 @@ from fastapi import FastAPI
 from prometheus_client import make_wsgi_app, start_http_server
 from prometheus_client.exposition import ThreadingWSGIServer
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import GatewaySettings
 from gateway.control import CONTROL_PATHS, control_app, control_router, fetch_spec
 from gateway.openapi import MergedSpec, Spec
-from gateway.proxy import Proxy, Upstreams, make_pool
+from gateway.proxy import Exchange, Proxy, Upstreams, make_pool
 from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, reset_request_id, set_request_id
@@ -34,15 +34,6 @@ from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
 from shop_common.server import MULTIPROC_DIR, metrics_registry
 
 access_log = logging.getLogger("shop.access")
-
-_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
-_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-_HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class Gateway:
@@ -63,33 +54,18 @@ class Gateway:
         request_id = incoming_request_id(scope)
         token = set_request_id(request_id)
         start = time.perf_counter()
-        status = 500
         path: str = scope["path"]
-        is_control = path in CONTROL_PATHS
-        extra = list(_SECURITY_HEADERS)
-        if path != "/docs":  # Swagger UI needs its scripts; everything else is data
-            extra.append(_API_CSP)
-        if scope.get("scheme") == "https":
-            extra.append(_HSTS)
-        extra.append((b"x-request-id", request_id.encode()))
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
-
+        # The answer's status and the headers the gateway adds (security, request id): set by
+        # the proxy on the answers it relays, by Exchange.send on any other.
+        exchange = Exchange(send, scope, request_id.encode())
         route = "gateway"
         try:
-            if is_control:
-                await self.control(scope, receive, send_with_headers)
+            if path in CONTROL_PATHS:
+                await self.control(scope, receive, exchange.send)
             else:
-                route = await self.proxy(scope, receive, send_with_headers, request_id)
+                route = await self.proxy(scope, receive, exchange)
         finally:
+            status = exchange.status
             elapsed = time.perf_counter() - start
             method = scope["method"]
             key = (method, route, status)

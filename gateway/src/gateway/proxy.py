@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from fastapi.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.client import Headers, UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from gateway.config import GatewaySettings
@@ -48,9 +48,78 @@ _DROP_REQUEST = HOP_BY_HOP | _REPLACED_REQUEST | {b"x-request-id", b"content-len
 # uvicorn adds its own date/server; the request id is added by the gateway on the way out.
 _DROP_RESPONSE = HOP_BY_HOP | {b"date", b"server", b"x-request-id"}
 SMALL_BODY_BYTES = 64 * 1024  # answers read whole below this: one send instead of a loop
+SECURITY_HEADERS: Headers = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+# Added to every relayed answer (a proxied path is never /docs), unless the upstream set one.
+_RELAYED_EXTRA: Headers = [*SECURITY_HEADERS, _API_CSP]
+_RELAYED_EXTRA_TLS: Headers = [*_RELAYED_EXTRA, _HSTS]
+_ADDED_NAMES = frozenset(name for name, _ in _RELAYED_EXTRA_TLS)
+_SCHEMES = {"http": b"http", "https": b"https"}
 LOGIN_PATHS = frozenset({"/auth/token", "/auth/token/"})
 # Prefixes whose POST honours Idempotency-Key (DESIGN §4): only those may be sent again.
 KEYED_POST_PREFIXES = frozenset({"orders"})
+
+
+class Exchange:
+    """One request's answer as the gateway sends it: its status (500 until one is sent) and the
+    headers the gateway adds, security headers and the request id, unless already present."""
+
+    __slots__ = ("raw_send", "request_id", "scope", "status")
+
+    def __init__(self, send: Send, scope: Scope, request_id: bytes) -> None:
+        self.raw_send = send
+        self.scope = scope
+        self.request_id = request_id
+        self.status = 500
+
+    def extra(self) -> Headers:
+        extra = list(SECURITY_HEADERS)
+        if self.scope["path"] != "/docs":  # Swagger UI needs its scripts; everything else is data
+            extra.append(_API_CSP)
+        if self.scope.get("scheme") == "https":
+            extra.append(_HSTS)
+        extra.append((b"x-request-id", self.request_id))
+        return extra
+
+    async def send(self, message: Message) -> None:
+        """ASGI send for an answer made here (control endpoints, problems): adds the headers."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers.extend(h for h in self.extra() if h[0] not in present)
+            message["headers"] = headers
+        await self.raw_send(message)
+
+    def relayed_headers(self, upstream: Headers) -> Headers:
+        """An upstream answer's headers as sent on: hop-by-hop and the server's own dropped,
+        Location made relative, then what the gateway adds, in one pass."""
+        out: Headers = []
+        seen: set[bytes] | None = None
+        for name, value in upstream:
+            lowered = name.lower()
+            if lowered in _DROP_RESPONSE:
+                continue
+            if lowered in _ADDED_NAMES:
+                if seen is None:
+                    seen = set()
+                seen.add(lowered)
+            elif lowered == b"location":
+                value = public_location(value)
+            out.append((name, value))
+        extra = _RELAYED_EXTRA_TLS if self.scope.get("scheme") == "https" else _RELAYED_EXTRA
+        if seen is None:
+            out += extra
+        else:
+            out += [h for h in extra if h[0] not in seen]
+        out.append((b"x-request-id", self.request_id))
+        return out
 
 
 class BodyTooLarge(Exception):
@@ -144,9 +213,11 @@ class Proxy:
         self.max_body = settings.max_body_bytes
         self.max_header_bytes = settings.max_header_bytes
         self.max_header_count = settings.max_header_count
+        self.trust_forwarded_for = settings.trust_forwarded_for
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> str:
+    async def __call__(self, scope: Scope, receive: Receive, exchange: Exchange) -> str:
         """Answer the request; returns the route label used in metrics (the upstream or a reason)."""
+        send = exchange.send  # for answers made here; a relayed answer goes out with its headers
         raw: bytes | None = scope.get("raw_path")
         raw_path = raw.decode("latin-1") if raw else scope["path"]
         target = resolve(raw_path, self.routes)
@@ -173,9 +244,10 @@ class Proxy:
         has_body = False
         forwarded_for: bytes | None = None
         host: bytes | None = None
-        hop: list[bytes] = []
+        hop: list[bytes] | None = None
         idempotency_key = False
-        for name, value in scope["headers"]:
+        request_headers: Headers = scope["headers"]
+        for name, value in request_headers:
             header_bytes += len(name) + len(value)
             if name in _DROP_REQUEST:
                 if name == b"content-length":
@@ -183,7 +255,9 @@ class Proxy:
                 elif name == b"transfer-encoding":
                     has_body = True
                 elif name == b"connection":
-                    hop.extend(t.strip().lower() for t in value.split(b","))
+                    if hop is None:
+                        hop = []
+                    hop.extend([t.strip().lower() for t in value.split(b",")])
                 elif name == b"x-forwarded-for":
                     forwarded_for = value
                 continue
@@ -192,7 +266,7 @@ class Proxy:
             elif name == b"idempotency-key":
                 idempotency_key = True
             headers.append((name, value))
-        if header_bytes > self.max_header_bytes or len(scope["headers"]) > self.max_header_count:
+        if header_bytes > self.max_header_bytes or len(request_headers) > self.max_header_count:
             await _problem(
                 431,
                 "Request Header Fields Too Large",
@@ -207,16 +281,17 @@ class Proxy:
         client = scope.get("client")
         peer = (client[0] if client else "unknown").encode()
         client_ip = peer
-        if self.settings.trust_forwarded_for and forwarded_for:
+        if self.trust_forwarded_for and forwarded_for:
             client_ip = forwarded_for.split(b",", 1)[0].strip() or peer
             forwarded_for = forwarded_for + b", " + peer
         else:
             forwarded_for = peer
         headers.append((b"x-forwarded-for", forwarded_for))
-        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+        scheme: str = scope.get("scheme", "http")
+        headers.append((b"x-forwarded-proto", _SCHEMES.get(scheme) or scheme.encode()))
         if host is not None:
             headers.append((b"x-forwarded-host", host))
-        headers.append((b"x-request-id", request_id.encode()))
+        headers.append((b"x-request-id", exchange.request_id))
 
         # Compared decoded: `/auth/%74oken` is the same login to the upstream.
         if method == "POST" and target.prefix == "auth" and unquote(target.path) in LOGIN_PATHS:
@@ -234,38 +309,39 @@ class Proxy:
                 return target.upstream
 
         body: bytes | None = None
-        try:
-            if content_length is not None:
-                if not content_length.isdigit():
-                    await _problem(
-                        400, "Bad Request", target.path, detail="Invalid Content-Length."
-                    )(scope, receive, send)
-                    return target.upstream
-                if int(content_length) > self.max_body:
-                    raise BodyTooLarge
-                has_body = int(content_length) > 0
-            if has_body:
-                body = await read_body(
-                    receive,
-                    self.max_body,
-                    self.settings.body_idle_timeout_seconds,
-                    self.settings.body_read_timeout_seconds,
-                )
-        except BodyTooLarge:
-            await self._too_large(scope, receive, send, target.path)
-            return target.upstream
-        except BodyTimeout:
-            await _problem(
-                408,
-                "Request Timeout",
-                target.path,
-                type="/problems/request-timeout",
-                detail="The request body was not received in time.",
-                headers={"Connection": "close"},
-            )(scope, receive, send)
-            return target.upstream
-        except ClientGone:
-            return target.upstream
+        if content_length is not None or has_body:
+            try:
+                if content_length is not None:
+                    if not content_length.isdigit():
+                        await _problem(
+                            400, "Bad Request", target.path, detail="Invalid Content-Length."
+                        )(scope, receive, send)
+                        return target.upstream
+                    if int(content_length) > self.max_body:
+                        raise BodyTooLarge
+                    has_body = int(content_length) > 0
+                if has_body:
+                    body = await read_body(
+                        receive,
+                        self.max_body,
+                        self.settings.body_idle_timeout_seconds,
+                        self.settings.body_read_timeout_seconds,
+                    )
+            except BodyTooLarge:
+                await self._too_large(scope, receive, send, target.path)
+                return target.upstream
+            except BodyTimeout:
+                await _problem(
+                    408,
+                    "Request Timeout",
+                    target.path,
+                    type="/problems/request-timeout",
+                    detail="The request body was not received in time.",
+                    headers={"Connection": "close"},
+                )(scope, receive, send)
+                return target.upstream
+            except ClientGone:
+                return target.upstream
 
         query: bytes = scope.get("query_string", b"")
         request_target = target.path.encode("latin-1")
@@ -285,28 +361,28 @@ class Proxy:
             await self._upstream_failed(scope, receive, send, target.upstream, target.path, exc)
             return target.upstream
         try:
-            out = []
-            for name, value in response.headers:
-                lowered = name.lower()
-                if lowered in _DROP_RESPONSE:
-                    continue
-                if lowered == b"location":
-                    value = public_location(value)
-                out.append((name, value))
+            raw_send = exchange.raw_send
+            out = exchange.relayed_headers(response.headers)
             size = response.content_length
             if method == "HEAD" or (size is not None and size <= SMALL_BODY_BYTES):
-                payload = await response.read()
-                await send(
+                payload = response.body_if_complete()
+                if payload is None:
+                    payload = await response.read()
+                exchange.status = response.status
+                await raw_send(
                     {"type": "http.response.start", "status": response.status, "headers": out}
                 )
                 started = True
-                await send({"type": "http.response.body", "body": payload})
+                await raw_send({"type": "http.response.body", "body": payload})
                 return target.upstream
-            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            exchange.status = response.status
+            await raw_send(
+                {"type": "http.response.start", "status": response.status, "headers": out}
+            )
             started = True
             async for part in response.chunks():
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+                await raw_send({"type": "http.response.body", "body": part, "more_body": True})
+            await raw_send({"type": "http.response.body", "body": b""})
             return target.upstream
         except UpstreamError as exc:
             if started:  # the status is gone; closing the connection is the only signal left
