@@ -124,6 +124,60 @@ class TestReadProduct:
         assert anon.get("/products/by-sku/NO-SUCH-SKU").status_code == 404
         assert anon.get("/products/by-slug/no-such-slug").status_code == 404
 
+    @pytest.mark.parametrize(
+        "path", ["/products/2000000000", "/products/by-sku/NO-SUCH", "/products/by-slug/no-such"]
+    )
+    def test_unknown_product_is_a_problem(self, anon: TestClient, path: str) -> None:
+        response = anon.get(path)
+
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert (body["type"], body["title"], body["status"]) == (
+            "/problems/product-not-found",
+            "Product not found",
+            404,
+        )
+        assert body["instance"] == path
+
+    def test_read_shows_the_category_and_the_tags_ordered_by_name(
+        self, anon: TestClient, make_product: ProductFactory, make_category: CategoryFactory
+    ) -> None:
+        category = make_category()
+        word = unique()
+        tags = [f"z {word}", f'a "quoted", {word}', f"{{brace}} {word}", f"épée {word}"]
+        product = make_product(category_id=category["id"], tags=tags, description="Line\nTwo")
+
+        for path in (product["id"], f"by-sku/{product['sku']}", f"by-slug/{product['slug']}"):
+            response = anon.get(f"/products/{path}")
+
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            # the create answer, built through the ORM (tags in the relationship's order)
+            assert response.json() == product
+        assert product["category"] == {k: category[k] for k in ("id", "name", "slug")}
+        assert len(product["tags"]) == len(tags)
+
+    def test_read_without_category_or_tags(
+        self, anon: TestClient, make_product: ProductFactory
+    ) -> None:
+        product = make_product(price="0.10")
+
+        body = anon.get(f"/products/{product['id']}").json()
+
+        assert body == product
+        assert (body["category_id"], body["category"], body["tags"]) == (None, None, [])
+        assert body["price"] == "0.10"
+
+    def test_a_read_is_one_statement(
+        self, anon: TestClient, engine: Engine, make_product: ProductFactory
+    ) -> None:
+        product = make_product(tags=[unique(), unique()])
+
+        for path in (product["id"], f"by-sku/{product['sku']}", f"by-slug/{product['slug']}"):
+            with count_queries(engine) as statements:
+                assert anon.get(f"/products/{path}").status_code == 200
+            assert statements.value == 1
+
 
 class TestUpdateProduct:
     def test_patch_changes_only_the_fields_sent(
