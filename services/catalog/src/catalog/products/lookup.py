@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import DBAPIError
 
 from catalog.models import Category, Product, Tag, product_tags
 from catalog.products.exceptions import ProductNotFound
@@ -55,8 +56,30 @@ _BY_SLUG = _read_sql(Product.slug == bindparam("key"))
 
 
 def _read(reader: Engine, sql: str, key: object) -> tuple[Any, ...] | None:
-    with reader.connect() as connection:
-        row = connection.exec_driver_sql(sql, {"key": key}).first()
+    """Runs on the pooled DBAPI connection itself: SQLAlchemy's Connection (events, isolation
+    characteristics, transaction bookkeeping, result wrapping) cost about 0.2 ms of CPU per read,
+    as much as the query. So this does by hand what the reader engine would: autocommit (no
+    BEGIN/COMMIT), reset before the connection goes back to its pool, and driver errors raised as
+    SQLAlchemy's (an unreachable database is still the central 503)."""
+    dbapi_error: type[Exception] = reader.dialect.loaded_dbapi.Error
+    params = {"key": key}
+    try:
+        connection = reader.raw_connection()  # NullPool: a fresh PgBouncer login, closed below
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=reader.dialect) from exc
+    driver: Any = connection.driver_connection  # psycopg2's connection
+    try:
+        driver.autocommit = True
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        cursor.close()
+        driver.autocommit = False  # as a pool hands it out
+    except dbapi_error as exc:
+        connection.invalidate(exc)  # never back into a pool in an unknown state
+        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=reader.dialect) from exc
+    finally:
+        connection.close()
     return None if row is None else tuple(row)
 
 
