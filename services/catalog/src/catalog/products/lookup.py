@@ -1,6 +1,6 @@
 """One product by id, sku or slug: the hot public read. One statement (product, its category and its
-tags, aggregated in a subquery), compiled once at import and run on the AUTOCOMMIT reader, so a
-read is one round trip with no BEGIN/COMMIT and no ORM; the answer is the same ProductRead as the
+tags, aggregated in a subquery), compiled once at import and run in autocommit on a connection of
+the reader's pool, so a read is one round trip with no BEGIN/COMMIT and no ORM; the answer is the same ProductRead as the
 ORM path in service.py builds (tags ordered by name, like the relationship's order_by)."""
 
 from __future__ import annotations
