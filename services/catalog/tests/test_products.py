@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+import psycopg2.extensions
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session
 
+from catalog.config import CatalogSettings
 from catalog.models import Product
+from catalog.products.lookup import read_product
 from catalog.products.service import search_condition
-from shop_common.db import count_queries
+from shop_common.db import count_queries, make_engine, make_reader
 
 from .conftest import CategoryFactory, ProductFactory, new_sku, product_body, unique
+
+
+@contextmanager
+def driver_statements(engine: Engine) -> Iterator[list[tuple[str, bool]]]:
+    """Every statement psycopg2 sends on the connections `engine` opens in the block, with the
+    connection's autocommit flag (False: psycopg2 wraps it in BEGIN ... COMMIT). Seen at the
+    driver, so it also counts what runs on a raw pooled connection, past SQLAlchemy's events."""
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> None:
+            seen.append((str(query), bool(self.connection.autocommit)))
+            super().execute(query, vars)
+
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.cursor_factory = Recording
+
+    event.listen(engine, "connect", on_connect)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "connect", on_connect)
 
 
 def ids(page: dict[str, Any]) -> list[int]:
@@ -123,6 +150,76 @@ class TestReadProduct:
         assert anon.get("/products/2000000000").status_code == 404
         assert anon.get("/products/by-sku/NO-SUCH-SKU").status_code == 404
         assert anon.get("/products/by-slug/no-such-slug").status_code == 404
+
+    @pytest.mark.parametrize(
+        "path", ["/products/2000000000", "/products/by-sku/NO-SUCH", "/products/by-slug/no-such"]
+    )
+    def test_unknown_product_is_a_problem(self, anon: TestClient, path: str) -> None:
+        response = anon.get(path)
+
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert (body["type"], body["title"], body["status"]) == (
+            "/problems/product-not-found",
+            "Product not found",
+            404,
+        )
+        assert body["instance"] == path
+
+    def test_read_shows_the_category_and_the_tags_ordered_by_name(
+        self, anon: TestClient, make_product: ProductFactory, make_category: CategoryFactory
+    ) -> None:
+        category = make_category()
+        word = unique()
+        tags = [f"z {word}", f'a "quoted", {word}', f"{{brace}} {word}", f"épée {word}"]
+        product = make_product(category_id=category["id"], tags=tags, description="Line\nTwo")
+
+        for path in (product["id"], f"by-sku/{product['sku']}", f"by-slug/{product['slug']}"):
+            response = anon.get(f"/products/{path}")
+
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            # the create answer, built through the ORM (tags in the relationship's order)
+            assert response.json() == product
+        assert product["category"] == {k: category[k] for k in ("id", "name", "slug")}
+        assert len(product["tags"]) == len(tags)
+
+    def test_read_without_category_or_tags(
+        self, anon: TestClient, make_product: ProductFactory
+    ) -> None:
+        product = make_product(price="0.10")
+
+        body = anon.get(f"/products/{product['id']}").json()
+
+        assert body == product
+        assert (body["category_id"], body["category"], body["tags"]) == (None, None, [])
+        assert body["price"] == "0.10"
+
+    def test_a_read_is_one_autocommit_statement(
+        self, anon: TestClient, engine: Engine, make_product: ProductFactory
+    ) -> None:
+        product = make_product(tags=[unique(), unique()])
+
+        for path in (product["id"], f"by-sku/{product['sku']}", f"by-slug/{product['slug']}"):
+            with driver_statements(engine) as statements:
+                assert anon.get(f"/products/{path}").status_code == 200
+            assert len(statements) == 1
+            assert statements[0][1] is True  # autocommit: no BEGIN/COMMIT around it
+
+    def test_a_pooled_connection_goes_back_without_autocommit(
+        self, settings: CatalogSettings, make_product: ProductFactory
+    ) -> None:
+        """The read sets autocommit on the raw connection; a QueuePool (pool_size > 0) must not
+        hand it to the next transaction that way."""
+        product = make_product()
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            assert read_product(make_reader(engine), product["id"]).sku == product["sku"]
+            with engine.connect() as connection:  # the same pooled connection
+                driver: Any = connection.connection.driver_connection
+                assert driver.autocommit is False
+        finally:
+            engine.dispose()
 
 
 class TestUpdateProduct:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from catalog.categories.schemas import normalize_tag
 from catalog.deps import INT4_MAX, ProductId
 from catalog.models import MAX_PRICE, MAX_STOCK, Product
+from catalog.products import lookup as product_lookup
 from catalog.products import service as product_service
 from catalog.products.exceptions import InvalidTag
 from catalog.products.schemas import (
@@ -22,7 +23,7 @@ from catalog.products.schemas import (
     SortField,
 )
 from shop_common.auth import AdminUser
-from shop_common.db import SessionDep
+from shop_common.db import ReaderDep, SessionDep
 from shop_common.schemas import Page, PageDep, PageParams
 
 router = APIRouter(prefix="/products", tags=["products"])
@@ -56,6 +57,15 @@ def _filters(
         is_active=is_active,
         in_stock=in_stock,
         sort=sort,
+    )
+
+
+def _json(product: ProductRead) -> Response:
+    """The bytes FastAPI's own response_model path would send, without its second validation of
+    the model (run in another threadpool hop for a sync handler); response_model= on the route
+    keeps the OpenAPI schema."""
+    return Response(
+        ProductRead.__pydantic_serializer__.to_json(product), media_type="application/json"
     )
 
 
@@ -102,23 +112,19 @@ def get_product_stats_by_category(session: SessionDep) -> list[CategoryStats]:
     return product_service.stats_by_category(session)
 
 
-@router.get("/by-sku/{sku}")
-def get_product_by_sku(
-    sku: Annotated[str, Path(max_length=64)], session: SessionDep
-) -> ProductRead:
-    return ProductRead.model_validate(product_service.get_product_by_sku(session, sku))
+@router.get("/by-sku/{sku}", response_model=ProductRead)
+def get_product_by_sku(sku: Annotated[str, Path(max_length=64)], reader: ReaderDep) -> Response:
+    return _json(product_lookup.read_product_by_sku(reader, sku))
 
 
-@router.get("/by-slug/{slug}")
-def get_product_by_slug(
-    slug: Annotated[str, Path(max_length=200)], session: SessionDep
-) -> ProductRead:
-    return ProductRead.model_validate(product_service.get_product_by_slug(session, slug))
+@router.get("/by-slug/{slug}", response_model=ProductRead)
+def get_product_by_slug(slug: Annotated[str, Path(max_length=200)], reader: ReaderDep) -> Response:
+    return _json(product_lookup.read_product_by_slug(reader, slug))
 
 
-@router.get("/{product_id}")
-def get_product(product_id: ProductId, session: SessionDep) -> ProductRead:
-    return ProductRead.model_validate(product_service.get_product(session, product_id))
+@router.get("/{product_id}", response_model=ProductRead)
+def get_product(product_id: ProductId, reader: ReaderDep) -> Response:
+    return _json(product_lookup.read_product(reader, product_id))
 
 
 @router.put("/{product_id}")

@@ -76,18 +76,6 @@ def get_product(session: Session, product_id: int) -> Product:
     return _get_by(session, Product.id == product_id, f"id {product_id}")
 
 
-def get_product_by_sku(session: Session, sku: str) -> Product:
-    if "\x00" in sku:
-        raise ProductNotFound("no product with this sku")
-    return _get_by(session, Product.sku == sku, f"sku {sku!r}")
-
-
-def get_product_by_slug(session: Session, slug: str) -> Product:
-    if "\x00" in slug:
-        raise ProductNotFound("no product with this slug")
-    return _get_by(session, Product.slug == slug, f"slug {slug!r}")
-
-
 def _slug_for(data: ProductCreate | ProductUpdate, name: str, sku: str) -> str:
     return data.slug or slugify(name) or slugify(sku)
 
