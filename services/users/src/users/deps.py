@@ -3,13 +3,14 @@ signed-in account loaded from the database (so a deactivated account's tokens st
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import bindparam, select
 
 from shop_common.auth import AdminOnly, CurrentUser, InvalidToken, Principal
-from shop_common.db import ReaderDep, SessionDep, compiled_sql
+from shop_common.db import ReaderDep, SessionDep, compiled_sql, fetch_one
 from users.accounts.schemas import UserRead
 from users.auth.client_ip import client_ip
 from users.auth.service import AuthContext
@@ -64,10 +65,9 @@ def _current_account(principal: CurrentUser, session: SessionDep) -> User:
 # transaction; a handler that only shows the account uses SignedInAccount below.
 CurrentAccount = Annotated[User, Depends(_current_account)]
 
+_SIGNED_IN_COLUMNS = (*UserRead.model_fields, "token_version")
 _SIGNED_IN_ACCOUNT = compiled_sql(
-    select(*(getattr(User, name) for name in UserRead.model_fields), User.token_version).where(
-        User.id == bindparam("id")
-    )
+    select(*(getattr(User, name) for name in _SIGNED_IN_COLUMNS)).where(User.id == bindparam("id"))
 )
 
 
@@ -75,9 +75,11 @@ def _signed_in_account(principal: CurrentUser, reader: ReaderDep) -> UserRead:
     """The same checks as CurrentAccount on ONE statement in AUTOCOMMIT (ReaderDep): one threadpool
     hop, one round trip, no transaction. The row is one snapshot, so the activity and the token
     version it checks are those of the columns it answers with."""
-    with reader.connect() as connection:
-        row = connection.exec_driver_sql(_SIGNED_IN_ACCOUNT, {"id": principal.id}).first()
-    return UserRead.model_validate(_checked(principal, row))
+    row = fetch_one(reader, _SIGNED_IN_ACCOUNT, {"id": principal.id})
+    account = (
+        None if row is None else SimpleNamespace(**dict(zip(_SIGNED_IN_COLUMNS, row, strict=True)))
+    )
+    return UserRead.model_validate(_checked(principal, account))
 
 
 # SignedInAccount: the account as the API shows it, for a handler that only shows it (an async

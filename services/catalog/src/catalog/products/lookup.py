@@ -1,6 +1,6 @@
 """One product by id, sku or slug: the hot public read. One statement (product, its category and its
 tags, aggregated in a subquery), compiled once at import and run in autocommit on a connection of
-the reader's pool, so a read is one round trip with no BEGIN/COMMIT and no ORM; the answer is the same ProductRead as the
+the reader's pool (shop_common.db.fetch_one), so a read is one round trip with no BEGIN/COMMIT and no ORM; the answer is the same ProductRead as the
 ORM path in service.py builds (tags ordered by name, like the relationship's order_by)."""
 
 from __future__ import annotations
@@ -9,12 +9,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.exc import DBAPIError
 
 from catalog.models import Category, Product, Tag, product_tags
 from catalog.products.exceptions import ProductNotFound
 from catalog.products.schemas import ProductRead
-from shop_common.db import compiled_sql
+from shop_common.db import compiled_sql, fetch_one
 
 
 def _read_sql(condition: ColumnElement[bool]) -> str:
@@ -53,34 +52,6 @@ def _read_sql(condition: ColumnElement[bool]) -> str:
 _BY_ID = _read_sql(Product.id == bindparam("key"))
 _BY_SKU = _read_sql(Product.sku == bindparam("key"))
 _BY_SLUG = _read_sql(Product.slug == bindparam("key"))
-
-
-def _read(reader: Engine, sql: str, key: object) -> tuple[Any, ...] | None:
-    """Runs on the pooled DBAPI connection itself: SQLAlchemy's Connection (events, isolation
-    characteristics, transaction bookkeeping, result wrapping) cost about 0.2 ms of CPU per read,
-    as much as the query. So this does by hand what the reader engine would: autocommit (no
-    BEGIN/COMMIT), reset before the connection goes back to its pool, and driver errors raised as
-    SQLAlchemy's (an unreachable database is still the central 503)."""
-    dbapi_error: type[Exception] = reader.dialect.loaded_dbapi.Error
-    params = {"key": key}
-    try:
-        connection = reader.raw_connection()  # NullPool: a fresh PgBouncer login, closed below
-    except dbapi_error as exc:
-        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=reader.dialect) from exc
-    driver: Any = connection.driver_connection  # psycopg2's connection
-    try:
-        driver.autocommit = True
-        cursor = connection.cursor()
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-        cursor.close()
-        driver.autocommit = False  # as a pool hands it out
-    except dbapi_error as exc:
-        connection.invalidate(exc)  # never back into a pool in an unknown state
-        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=reader.dialect) from exc
-    finally:
-        connection.close()
-    return None if row is None else tuple(row)
 
 
 def _product(row: tuple[Any, ...]) -> ProductRead:
@@ -126,7 +97,7 @@ def _product(row: tuple[Any, ...]) -> ProductRead:
 
 
 def read_product(reader: Engine, product_id: int) -> ProductRead:
-    row = _read(reader, _BY_ID, product_id)
+    row = fetch_one(reader, _BY_ID, {"key": product_id})
     if row is None:
         raise ProductNotFound(f"no product with id {product_id}")
     return _product(row)
@@ -135,7 +106,7 @@ def read_product(reader: Engine, product_id: int) -> ProductRead:
 def read_product_by_sku(reader: Engine, sku: str) -> ProductRead:
     if "\x00" in sku:  # PostgreSQL text cannot hold NUL, so no product has it
         raise ProductNotFound("no product with this sku")
-    row = _read(reader, _BY_SKU, sku)
+    row = fetch_one(reader, _BY_SKU, {"key": sku})
     if row is None:
         raise ProductNotFound(f"no product with sku {sku!r}")
     return _product(row)
@@ -144,7 +115,7 @@ def read_product_by_sku(reader: Engine, sku: str) -> ProductRead:
 def read_product_by_slug(reader: Engine, slug: str) -> ProductRead:
     if "\x00" in slug:
         raise ProductNotFound("no product with this slug")
-    row = _read(reader, _BY_SLUG, slug)
+    row = fetch_one(reader, _BY_SLUG, {"key": slug})
     if row is None:
         raise ProductNotFound(f"no product with slug {slug!r}")
     return _product(row)

@@ -1,0 +1,55 @@
+"""fetch_one: one statement in autocommit on a pooled connection, errors as SQLAlchemy's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError, OperationalError
+
+from shop_common.db import count_queries, fetch_one, make_engine, make_reader
+
+
+@pytest.fixture
+def pooled(scratch_db: str) -> Any:
+    engine = make_engine(scratch_db, pool_size=1)  # one connection: the next call reuses it
+    yield engine
+    engine.dispose()
+
+
+def _autocommit_of_the_pooled_connection(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        driver: Any = connection.connection.driver_connection
+        return bool(driver.autocommit)
+
+
+def test_the_first_row_or_none_and_the_statement_is_counted(pooled: Engine) -> None:
+    reader = make_reader(pooled)
+
+    with count_queries(pooled) as statements:
+        row = fetch_one(reader, "SELECT %(n)s::int + 1, 'x'", {"n": 41})
+
+    assert row == (42, "x")
+    assert statements.value == 1
+    assert fetch_one(reader, "SELECT 1 WHERE false", {}) is None
+    assert _autocommit_of_the_pooled_connection(pooled) is False  # reset before it went back
+
+
+def test_a_failing_statement_is_sqlalchemys_error_and_the_connection_is_not_reused(
+    pooled: Engine,
+) -> None:
+    reader = make_reader(pooled)
+
+    with pytest.raises(DataError):
+        fetch_one(reader, "SELECT 1 / %(zero)s", {"zero": 0})
+
+    assert fetch_one(reader, "SELECT 7", {}) == (7,)  # a fresh connection, not a broken one
+    assert _autocommit_of_the_pooled_connection(pooled) is False
+
+
+def test_an_unreachable_database_is_an_operational_error() -> None:
+    engine = make_engine("postgresql+psycopg2://nobody:pw@127.0.0.1:9/none")  # discard port
+
+    with pytest.raises(OperationalError):
+        fetch_one(make_reader(engine), "SELECT 1", {})
