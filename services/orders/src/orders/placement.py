@@ -42,10 +42,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
-    Connection,
     Engine,
     Integer,
     Numeric,
@@ -80,7 +79,7 @@ from orders.exceptions import (
 from orders.models import Order, OrderItem, OrderStatus
 from orders.schemas import OrderCreate, OrderRead
 from shop_common.auth import Principal
-from shop_common.db import compiled_sql, constraint_name
+from shop_common.db import compiled_sql, constraint_name, fetch_one
 
 log = logging.getLogger("orders.placement")
 
@@ -198,8 +197,8 @@ def place_order(
             _undo(factory, catalog, order, OrderStatus.FAILED)
             raise
     try:
-        with autocommit.connect() as connection:
-            placed = _complete(connection, order.id, reservation, total)
+        written, params = _completion(order.id, reservation, total)
+        placed = _completed(order.id, total, written, fetch_one(autocommit, _COMPLETE, params))
     except DBAPIError:
         # Sold in catalog; whether our transaction committed is unknown. The recovery job
         # completes the order from the committed reservation: it is not failed, it is pending.
@@ -252,19 +251,22 @@ def _insert_placing(
     for _ in range(5):
         number, reservation_id = new_order_number(), uuid.uuid4()
         try:
-            with autocommit.connect() as connection:
-                row = connection.exec_driver_sql(
-                    _INSERT_PLACING,
-                    {
-                        "order_number": number,
-                        "status": OrderStatus.PLACING.value,
-                        "user_id": user_id,
-                        "reservation_id": str(reservation_id),
-                        "idempotency_key": key,
-                        "request_hash": request_hash,
-                    },
-                ).one()
-            return _Placing(row.id, reservation_id, number, user_id, row.created_at)
+            row = fetch_one(
+                autocommit,
+                _INSERT_PLACING,
+                {
+                    "order_number": number,
+                    "status": OrderStatus.PLACING.value,
+                    "user_id": user_id,
+                    "reservation_id": str(reservation_id),
+                    "idempotency_key": key,
+                    "request_hash": request_hash,
+                },
+            )
+            if row is None:  # INSERT ... RETURNING answers its row or raises
+                raise RuntimeError("the placing insert returned no row")
+            order_id, created_at = row
+            return _Placing(order_id, reservation_id, number, user_id, created_at)
         except IntegrityError as exc:
             if constraint_name(exc) == "uq_orders_user_id_idempotency_key":
                 raise _KeyTaken() from exc
@@ -343,8 +345,10 @@ def complete_order(
     BEGIN/COMMIT). None when the order is no longer `placing` (the recovery job or the placement
     flow decided it meanwhile): then nothing is written. Returns the order as the API shows it,
     built from what is in hand, not re-read."""
+    lines, params = _completion(order_id, reservation, total)
     with factory.begin() as session:
-        return _complete(session.connection(), order_id, reservation, total)
+        row = session.connection().exec_driver_sql(_COMPLETE, params).one_or_none()
+        return _completed(order_id, total, lines, None if row is None else tuple(row))
 
 
 # The placement flow's writes, compiled once (shop_common.db.compiled_sql). Each is ONE statement,
@@ -402,9 +406,10 @@ _COMPLETE = compiled_sql(
 )
 
 
-def _complete(
-    connection: Connection, order_id: int, reservation: Reservation, total: Decimal
-) -> OrderRead | None:
+def _completion(
+    order_id: int, reservation: Reservation, total: Decimal
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The order's lines from the reservation, and the parameters of _COMPLETE that write them."""
     lines = [
         {
             "product_id": item.product_id,
@@ -416,33 +421,38 @@ def _complete(
         }
         for item in reservation.items
     ]
-    row = connection.exec_driver_sql(
-        _COMPLETE,
-        {
-            "order_id": order_id,
-            "placing": OrderStatus.PLACING.value,
-            "pending": OrderStatus.PENDING.value,
-            "total_amount": total,
-            "product_ids": [line["product_id"] for line in lines],
-            "product_names": [line["product_name"] for line in lines],
-            "skus": [line["sku"] for line in lines],
-            "quantities": [line["quantity"] for line in lines],
-            "unit_prices": [line["unit_price"] for line in lines],
-            "total_prices": [line["total_price"] for line in lines],
-        },
-    ).one_or_none()
+    params = {
+        "order_id": order_id,
+        "placing": OrderStatus.PLACING.value,
+        "pending": OrderStatus.PENDING.value,
+        "total_amount": total,
+        "product_ids": [line["product_id"] for line in lines],
+        "product_names": [line["product_name"] for line in lines],
+        "skus": [line["sku"] for line in lines],
+        "quantities": [line["quantity"] for line in lines],
+        "unit_prices": [line["unit_price"] for line in lines],
+        "total_prices": [line["total_price"] for line in lines],
+    }
+    return lines, params
+
+
+def _completed(
+    order_id: int, total: Decimal, lines: list[dict[str, Any]], row: tuple[Any, ...] | None
+) -> OrderRead | None:
+    """The answer from _COMPLETE's row (None: the order was no longer `placing`, nothing written)."""
     if row is None:
         return None
+    order_number, user_id, created_at, updated_at = row
     return OrderRead.model_validate(
         {
             "id": order_id,
-            "order_number": row.order_number,
+            "order_number": order_number,
             "status": OrderStatus.PENDING,
-            "user_id": row.user_id,
+            "user_id": user_id,
             "total_amount": total,
             "items": lines,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
+            "created_at": created_at,
+            "updated_at": updated_at,
         }
     )
 
