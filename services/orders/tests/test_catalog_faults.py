@@ -102,9 +102,13 @@ def fake_catalog() -> Iterator[FakeCatalog]:
 
 
 def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCatalogClient:
-    http = httpx.Client(timeout=httpx.Timeout(connect=0.5, read=read, write=read, pool=0.5))
     return HttpCatalogClient(
-        http, base_url=fake.url, service_token="t" * 20, retries=retries, backoff_seconds=0.01
+        httpx.HTTPTransport(),
+        timeout=httpx.Timeout(connect=0.5, read=read, write=read, pool=0.5),
+        base_url=fake.url,
+        service_token="t" * 20,
+        retries=retries,
+        backoff_seconds=0.01,
     )
 
 
@@ -405,9 +409,10 @@ def test_a_cancel_interrupted_by_catalog_is_finished_by_a_retry(
     product = make_product(stock=10)
     user_id = int(uuid.uuid4().int % 1_000_000_000) + 1_000_000
     headers = {"Authorization": f"Bearer {jwt_keys.token(user_id)}"}
-    http = httpx.Client(timeout=5)
+    transport = httpx.HTTPTransport()
     inner = HttpCatalogClient(
-        http,
+        transport,
+        timeout=httpx.Timeout(5),
         base_url=stack.url("catalog"),
         service_token=shop_db.internal_api_token,
         retries=0,
@@ -426,7 +431,7 @@ def test_a_cancel_interrupted_by_catalog_is_finished_by_a_retry(
         confirm = client.patch(url, params={"new_status": "confirmed"}, headers=headers)
         flaky.broken = False
         retried = client.patch(url, params={"new_status": "cancelled"}, headers=headers)
-    http.close()
+    transport.close()
 
     assert interrupted.status_code == 503
     assert confirm.status_code == 409

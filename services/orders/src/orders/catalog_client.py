@@ -146,14 +146,19 @@ class _Retryable(Exception):
 class HttpCatalogClient:
     def __init__(
         self,
-        client: httpx.Client,
+        transport: httpx.BaseTransport,
         *,
+        timeout: httpx.Timeout,
         base_url: str,
         service_token: str,
         retries: int,
         backoff_seconds: float,
     ) -> None:
-        self._client = client
+        # Requests go to the transport (the connection pool) directly: httpx.Client's layers
+        # (auth, redirects, cookies, event hooks), none of which this client uses, cost about
+        # 0.15 ms of CPU per call (issue 16). Timeouts ride on each request, as Client sets them.
+        self._transport = transport
+        self._timeout = timeout.as_dict()
         self._base = base_url.rstrip("/")
         self._token = service_token
         self._attempts = retries + 1
@@ -174,9 +179,7 @@ class HttpCatalogClient:
             for attempt in retrying:
                 with attempt:
                     try:
-                        response = self._client.request(
-                            method, f"{self._base}{path}", json=json, headers=headers
-                        )
+                        response = self._exchange(method, f"{self._base}{path}", json, headers)
                     except _NEVER_SENT:
                         raise
                     except httpx.TransportError:
@@ -192,6 +195,20 @@ class HttpCatalogClient:
                 "the catalog service is unavailable; retry later", outcome_unknown=delivered
             ) from exc
         raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    def _exchange(
+        self, method: str, url: str, json: Any, headers: dict[str, str]
+    ) -> httpx.Response:
+        request = httpx.Request(
+            method, url, json=json, headers=headers, extensions={"timeout": self._timeout}
+        )
+        response = self._transport.handle_request(request)
+        try:
+            response.read()
+        finally:
+            response.close()  # the connection goes back to the pool
+        response.request = request
+        return response
 
     def reserve(
         self,

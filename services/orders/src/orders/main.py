@@ -38,9 +38,11 @@ def create_app(
         )
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
         token = resolved.internal_api_token.get_secret_value()
-        with httpx.Client(timeout=timeout, limits=limits) as client:
+        transport = httpx.HTTPTransport(limits=limits)
+        with httpx.Client(timeout=timeout, transport=transport) as client:  # closes the transport
             app.state.catalog = catalog or HttpCatalogClient(
-                client,
+                transport,
+                timeout=timeout,
                 base_url=resolved.catalog_url,
                 service_token=token,
                 retries=resolved.catalog_retries,
