@@ -69,10 +69,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PROCESS:NAME=VALUE",
         help="extra environment for one process, e.g. orders:LOG_LEVEL=WARNING (repeatable)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="WEB_CONCURRENCY of users, catalog and orders (the gateway keeps 1); 1 measures one "
+        "process per service (docs/PERFORMANCE.md compares both)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where results go")
     args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 16:
+        parser.error("--workers: 1 to 16")
     args.extra_env = {}
+    workers = {"WEB_CONCURRENCY": str(args.workers)}
+    for process in ("users", "catalog", "orders"):
+        args.extra_env[process] = dict(workers)
     for item in args.set:
         process, _, assignment = item.partition(":")
         name, eq, value = assignment.partition("=")
@@ -163,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_threads": 1,
             "rounds": args.rounds,
             "queuepool_size": args.pool_size,
+            "workers": args.workers,
             "extra_env": args.extra_env,
             "pool_all": args.pool_all,
             "loadavg_start": load_start,

@@ -177,14 +177,10 @@ def markdown(report: dict[str, Any]) -> str:
         + (" (**quick smoke run**: numbers are indicative only)" if meta["quick"] else "")
         + f". Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}.",
         "",
-        *(
-            [
-                f"**Experiment**: extra environment {meta['extra_env']}, pool_all={meta['pool_all']}.",
-                "",
-            ]
-            if meta.get("extra_env") or meta.get("pool_all")
-            else []
-        ),
+        f"Worker processes (`WEB_CONCURRENCY`): {meta.get('workers', 1)} each for users, catalog "
+        "and orders; 1 for the gateway. Environment per process: "
+        f"{meta['extra_env']}, pool_all={meta['pool_all']}.",
+        "",
         "## Targets (DESIGN §8)",
         "",
         "| what | target | measured | verdict |",
