@@ -104,6 +104,11 @@ server_connect_timeout = 3
 query_wait_timeout = 10
 server_lifetime = 3600
 server_reset_query =
+; as deploy/pgbouncer/pgbouncer.ini: one login per request (NullPool), so per-connection log
+; lines would drown everything else and cost PgBouncer two writes per request
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
 """
         )
         (self.workdir / "userlist.txt").write_text(
