@@ -1,4 +1,6 @@
-"""Application factory: `uvicorn --factory users.main:create_app`. Nothing happens at import."""
+"""Application factory: `python -m shop_common.server users.main:create_app` (uvicorn with
+`WEB_CONCURRENCY` workers, as the launcher and the image run it; `uvicorn --factory
+users.main:create_app` runs one process). Nothing happens at import."""
 
 from __future__ import annotations
 
