@@ -7,6 +7,7 @@ real process for the same purpose."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -368,3 +369,53 @@ def test_reconciliation_leaves_recent_and_consistent_reservations_alone(
         catalog_internal.get(f"/internal/reservations/{recent_orphan}").json()["status"] == "held"
     )
     assert catalog_internal.get(f"/internal/reservations/{live}").json()["status"] == "committed"
+
+
+def test_two_processes_reconciling_at_once_restock_once(
+    make_settings: SettingsFactory,
+    shop_db: ShopDatabase,
+    catalog_internal: httpx.Client,
+    admin_engine: Engine,
+    buyer: Actor,
+    make_product: ProductFactory,
+    stock: Stock,
+) -> None:
+    """The recovery job runs in every worker process (WEB_CONCURRENCY) as in every replica: two
+    orders apps, each with its own reconciler and cursor (as two workers have), repair the same
+    leftovers at the same moment, and stock moves once."""
+    product = make_product(stock=20)
+    committed_for_failed = [_reserve(catalog_internal, [(product["id"], 1)]) for _ in range(3)]
+    committed_orphans = [_reserve(catalog_internal, [(product["id"], 1)]) for _ in range(3)]
+    held_for_pending = [_reserve(catalog_internal, [(product["id"], 2)]) for _ in range(2)]
+    for rid in committed_for_failed + committed_orphans:
+        assert catalog_internal.post(f"/internal/reservations/{rid}/commit").status_code == 200
+    for rid in committed_for_failed:
+        _order_row(admin_engine, buyer.id, rid, "failed")
+    for rid in held_for_pending:
+        _order_row(admin_engine, buyer.id, rid, "pending")
+    for rid in committed_for_failed + committed_orphans + held_for_pending:
+        _age_reservation(admin_engine, rid)
+    barrier = threading.Barrier(2)
+
+    def recover(client: TestClient) -> None:
+        barrier.wait()
+        _recover(client, shop_db, older_than_seconds=60)
+
+    with (
+        TestClient(create_app(make_settings())) as first,
+        TestClient(create_app(make_settings())) as second,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        list(pool.map(recover, (first, second)))
+
+    assert stock.view([product["id"]])[product["id"]] == {
+        "available": 16,
+        "held": 0,
+        "committed": 4,
+    }
+    statuses = {
+        rid: catalog_internal.get(f"/internal/reservations/{rid}").json()["status"]
+        for rid in committed_for_failed + committed_orphans + held_for_pending
+    }
+    assert [statuses[r] for r in committed_for_failed + committed_orphans] == ["released"] * 6
+    assert [statuses[r] for r in held_for_pending] == ["committed"] * 2
