@@ -149,6 +149,17 @@ def fetch_one(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any,
     return None if row is None else tuple(row)
 
 
+async def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+# EngineDep: the engine, for a Core transaction the handler opens in its own thread (`with
+# engine.begin() as connection:`), for TransactionFactoryDep's reasons but without an ORM Session
+# on a hot path: catalog's reservation endpoint.
+EngineDep = Annotated[Engine, Depends(_engine)]
+
+
 async def _reader(request: Request) -> Engine:
     engine: Engine = request.app.state.reader
     return engine

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime
-from sqlalchemy import Engine
 
 from catalog.config import CatalogSettings
 from catalog.reservations import service as reservation_service
@@ -20,7 +19,7 @@ from catalog.reservations.schemas import (
     SweepResult,
 )
 from shop_common.auth import InternalCaller
-from shop_common.db import SessionDep, TransactionFactoryDep
+from shop_common.db import EngineDep, SessionDep, TransactionFactoryDep
 
 router = APIRouter(
     prefix="/internal/reservations", tags=["internal"], dependencies=[InternalCaller]
@@ -28,14 +27,6 @@ router = APIRouter(
 
 
 _READ_JSON = ReservationRead.__pydantic_serializer__
-
-
-async def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-EngineDep = Annotated[Engine, Depends(_engine)]
 
 
 def _settings(request: Request) -> CatalogSettings:
