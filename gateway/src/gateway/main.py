@@ -30,7 +30,7 @@ from gateway.proxy import Exchange, Proxy, Upstreams, make_pool
 from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, reset_request_id, set_request_id
-from shop_common.middleware import LATENCY, REQUESTS, incoming_request_id
+from shop_common.middleware import RequestMetrics, incoming_request_id
 from shop_common.server import MULTIPROC_DIR, metrics_registry
 
 access_log = logging.getLogger("shop.access")
@@ -45,7 +45,7 @@ class Gateway:
         self.log_all = settings.access_log == "all"
         self.log_errors = settings.access_log != "off"
         self.slow_seconds = settings.slow_request_seconds
-        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._metrics = RequestMetrics("gateway")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,17 +68,7 @@ class Gateway:
             status = exchange.status
             elapsed = time.perf_counter() - start
             method = scope["method"]
-            key = (method, route, status)
-            children = self._metrics.get(key)
-            if children is None:  # labels() hashes and locks on every call: resolve once
-                children = (
-                    REQUESTS.labels("gateway", method, route, str(status)),
-                    LATENCY.labels("gateway", method, route),
-                )
-                if len(self._metrics) < 1000:
-                    self._metrics[key] = children
-            children[0].inc()
-            children[1].observe(elapsed)
+            self._metrics.observe(method, route, status, elapsed)
             if self.log_all or (
                 self.log_errors and (status >= 400 or elapsed >= self.slow_seconds)
             ):

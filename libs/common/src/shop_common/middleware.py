@@ -42,26 +42,36 @@ def incoming_request_id(scope: Scope) -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-        # labels() hashes the values and takes a lock on every call: each child is resolved once
-        # (routes are templates and methods a short list, so this stays small; bounded anyway).
-        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+class RequestMetrics:
+    """REQUESTS and LATENCY for one service. labels() hashes the values and takes a lock on every
+    call, so each (method, route, status) child is resolved once; routes are templates and methods
+    a short list, so this stays small (bounded anyway)."""
 
-    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+    MAX_CHILDREN = 1000
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, elapsed: float) -> None:
         key = (method, route, status)
-        children = self._metrics.get(key)
+        children = self._children.get(key)
         if children is None:
             children = (
                 REQUESTS.labels(self.service, method, route, str(status)),
                 LATENCY.labels(self.service, method, route),
             )
-            if len(self._metrics) < 1000:
-                self._metrics[key] = children
+            if len(self._children) < self.MAX_CHILDREN:
+                self._children[key] = children
         children[0].inc()
         children[1].observe(elapsed)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        self._metrics = RequestMetrics(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,7 +110,7 @@ class RequestContextMiddleware:
             route = _route_template(scope)
             method = scope.get("method", "")
             status = status_holder["status"]
-            self._observe(method, route, status, elapsed)
+            self._metrics.observe(method, route, status, elapsed)
             access_log.info(
                 "%s %s %s",
                 method,
