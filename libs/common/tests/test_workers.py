@@ -66,6 +66,16 @@ def _gone(pids: list[int], timeout: float = 10) -> list[int]:
         time.sleep(0.1)
 
 
+def _busy_after(ports: dict[str, int], timeout: float = 5) -> list[str]:
+    """busy_ports after up to `timeout` seconds: when processes are SIGKILLed, the kernel tears
+    their listening socket down after they are gone, not with them (seen: bind refused for a
+    moment, with no process holding the port)."""
+    deadline = time.monotonic() + timeout
+    while (busy := busy_ports(ports)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return busy
+
+
 class Served:
     def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
         self.process = process
@@ -137,7 +147,7 @@ class TestTwoWorkers:
         two_workers.process.wait()
 
         assert _gone([w.pid for w in workers]) == []
-        assert busy_ports({"server": two_workers.port}) == []
+        assert _busy_after({"server": two_workers.port}) == []
         assert left_behind.is_dir()  # nobody was left to remove it...
         done = subprocess.run(
             [*SERVE, "workers_app:broken", "--port", str(free_port())],
