@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DataError, OperationalError
 
 from shop_common.db import count_queries, fetch_one, make_engine, make_reader
@@ -53,3 +53,52 @@ def test_an_unreachable_database_is_an_operational_error() -> None:
 
     with pytest.raises(OperationalError):
         fetch_one(make_reader(engine), "SELECT 1", {})
+
+
+def _my_connections(engine: Engine) -> int:
+    """Backends of this test database other than the one asking."""
+    with engine.connect() as connection:
+        count: int = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar_one()
+    return count
+
+
+def test_with_nullpool_each_statement_opens_and_closes_its_own_connection(
+    scratch_db: str,
+) -> None:
+    engine = make_engine(scratch_db)  # NullPool, as the services run
+    reader = make_reader(engine)
+    backends: list[int] = []
+
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        backends.append(dbapi_connection.get_backend_pid())
+
+    before = _my_connections(engine)  # also the engine's first connect (which builds the DSN)
+    event.listen(engine, "connect", on_connect)
+    try:
+        with count_queries(engine) as statements:
+            rows = [fetch_one(reader, "SELECT pg_backend_pid()", {}) for _ in range(3)]
+    finally:
+        event.remove(engine, "connect", on_connect)
+
+    assert statements.value == 3
+    assert [row[0] for row in rows if row is not None] == backends  # the pool's listeners ran
+    assert len(set(backends)) == 3  # a fresh connection each time, as NullPool gives
+    assert _my_connections(engine) == before  # and each one closed
+    engine.dispose()
+
+
+def test_with_nullpool_errors_are_sqlalchemys_and_leave_no_connection(scratch_db: str) -> None:
+    engine = make_engine(scratch_db)
+    reader = make_reader(engine)
+    assert fetch_one(reader, "SELECT 1", {}) == (1,)  # the first connect goes through the pool
+    before = _my_connections(engine)
+
+    with pytest.raises(DataError):
+        fetch_one(reader, "SELECT 1 / %(zero)s", {"zero": 0})
+
+    assert _my_connections(engine) == before
+    assert fetch_one(reader, "SELECT 7", {}) == (7,)
+    engine.dispose()

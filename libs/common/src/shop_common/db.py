@@ -6,14 +6,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
+from weakref import WeakKeyDictionary
 
+import psycopg2
 from fastapi import Depends, Request
 from psycopg2.extensions import make_dsn
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, Pool
 from sqlalchemy.sql.elements import ClauseElement
 
 from shop_common.errors import Describer, Description, describe_internal_error
@@ -48,20 +50,42 @@ def make_engine(url: str, pool_size: int = 0, **kwargs: Any) -> Engine:
     return engine
 
 
-def _connect_with_one_dsn(engine: Engine) -> None:
-    """psycopg2.connect(**params) quotes and joins every parameter into a DSN on each call (40 µs
-    measured; with NullPool that is every transaction). The parameters never change, so the DSN is
-    built on the first connect and reused: psycopg2 then only checks it (5 µs)."""
-    built: dict[str, str] = {}
+class _OneDsn:
+    """The engine's `do_connect`: psycopg2.connect(**params) quotes and joins every parameter into
+    a DSN on each call (40 µs measured; with NullPool that is every transaction). The parameters
+    never change, so the DSN is built on the first connect and reused: psycopg2 then only checks it
+    (5 µs). Once built, fetch_one opens NullPool connections with it directly (`connect`)."""
 
-    @event.listens_for(engine, "do_connect")
-    def _connect(
-        dialect: Any, _record: object, cargs: tuple[Any, ...], cparams: dict[str, Any]
+    def __init__(self, pool: Pool) -> None:
+        self.dsn: str | None = None
+        self._pool = pool
+
+    def __call__(
+        self, dialect: Any, _record: object, cargs: tuple[Any, ...], cparams: dict[str, Any]
     ) -> Any:
-        dsn = built.get("dsn")
-        if dsn is None:
-            dsn = built["dsn"] = make_dsn(*cargs, **cparams)
-        return dialect.loaded_dbapi.connect(dsn)
+        if self.dsn is None:
+            self.dsn = make_dsn(*cargs, **cparams)
+        return dialect.loaded_dbapi.connect(self.dsn)
+
+    def connect(self, dsn: str) -> Any:
+        """A connection as the pool would make it (its `connect` listeners run: the dialect's
+        per-connection setup, and any a test added), without the pool's bookkeeping."""
+        connection = psycopg2.connect(dsn)
+        for listener in self._pool.dispatch.connect:  # the first-connect one ran on the first
+            listener(connection, None)
+        return connection
+
+
+# NullPool engines made by make_engine → their DSN; fetch_one's unpooled path (weak: tests make
+# and drop many engines).
+_UNPOOLED: WeakKeyDictionary[Pool, _OneDsn] = WeakKeyDictionary()
+
+
+def _connect_with_one_dsn(engine: Engine) -> None:
+    one_dsn = _OneDsn(engine.pool)
+    event.listen(engine, "do_connect", one_dsn)
+    if isinstance(engine.pool, NullPool):
+        _UNPOOLED[engine.pool] = one_dsn
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -117,18 +141,51 @@ TransactionFactoryDep = Annotated[sessionmaker[Session], Depends(_transaction_fa
 
 
 def fetch_one(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """The first row of ONE statement (`compiled_sql` text) run in autocommit on a connection of
-    `reader`'s pool, or None. The hottest paths' way (GET /products/{id}, GET /users/me):
-    SQLAlchemy's Connection around a statement (events, isolation characteristics, transaction
-    bookkeeping, result wrapping) cost about 0.2 ms of CPU per call, as much as the query; this
-    does by hand what the reader engine does: autocommit (no BEGIN/COMMIT), the connection reset
-    before it goes back to its pool (NullPool: closed), and driver errors raised as SQLAlchemy's,
-    so an unreachable database is still the central 503 and a constraint still an IntegrityError.
-    The engine's `before_cursor_execute` listeners still see the statement (with no Connection and
-    no context), so `count_queries` counts it."""
+    """The first row of ONE statement (`compiled_sql` text) run in autocommit on a fresh connection
+    of `reader`'s engine, or None. The hottest paths' way (GET /products/{id}, GET /users/me, the
+    order's writes): SQLAlchemy's Connection around a statement (events, isolation
+    characteristics, transaction bookkeeping, result wrapping) cost about 0.2 ms of CPU per call,
+    as much as the query. This does by hand what the reader engine does: autocommit (no
+    BEGIN/COMMIT), and driver errors raised as SQLAlchemy's, so an unreachable database is still
+    the central 503 and a constraint still an IntegrityError. The engine's `before_cursor_execute`
+    listeners still see the statement (with no Connection and no context), so `count_queries`
+    counts it.
+
+    With NullPool (make_engine's default) the connection is opened with the engine's DSN and
+    closed here: the pool would only wrap and close it (its checkout, reset and check-in cost
+    50 µs of CPU per call, bench/connect_cost.py). A pooled engine (pool_size > 0) lends one of
+    its connections, reset to the state the pool hands out before it goes back."""
+    one_dsn = _UNPOOLED.get(reader.pool)
+    if one_dsn is not None and one_dsn.dsn is not None:
+        return _fetch_unpooled(reader, one_dsn, one_dsn.dsn, sql, params)
+    return _fetch_pooled(reader, sql, params)
+
+
+def _fetch_unpooled(
+    reader: Engine, one_dsn: _OneDsn, dsn: str, sql: str, params: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    try:
+        connection = one_dsn.connect(dsn)  # NullPool: a fresh PgBouncer login, closed below
+    except psycopg2.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg2.Error, dialect=reader.dialect) from exc
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            for listener in reader.dispatch.before_cursor_execute:  # none in production
+                listener(None, cursor, sql, params, None, False)
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    except psycopg2.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, psycopg2.Error, dialect=reader.dialect) from exc
+    finally:
+        connection.close()
+    return None if row is None else tuple(row)
+
+
+def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
     dbapi_error: type[Exception] = reader.dialect.loaded_dbapi.Error
     try:
-        connection = reader.raw_connection()  # NullPool: a fresh PgBouncer login, closed below
+        connection = reader.raw_connection()  # the first NullPool connect builds the DSN
     except dbapi_error as exc:
         raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=reader.dialect) from exc
     driver: Any = connection.driver_connection  # psycopg2's connection
