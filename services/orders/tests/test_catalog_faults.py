@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from orders.catalog_client import (
+    MAX_ANSWER_BYTES,
     HttpCatalogClient,
     Reservation,
     ReservationCursor,
@@ -43,6 +43,7 @@ class Seen:
     headers: dict[str, str]
     body: Any
     query: str = ""
+    client_port: int = 0
 
 
 Behaviour = Callable[[Seen, int], tuple[int, Any, float]]  # → status, json body, delay
@@ -65,12 +66,19 @@ def fake_catalog() -> Iterator[FakeCatalog]:
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn serves catalog
+
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             path, _, query = self.path.partition("?")
             seen = Seen(
-                self.command, path, dict(self.headers), json.loads(raw) if raw else None, query
+                self.command,
+                path,
+                dict(self.headers),
+                json.loads(raw) if raw else None,
+                query,
+                self.client_address[1],
             )
             with lock:
                 fake.seen.append(seen)
@@ -103,9 +111,9 @@ def fake_catalog() -> Iterator[FakeCatalog]:
 
 def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCatalogClient:
     return HttpCatalogClient(
-        httpx.HTTPTransport(),
-        timeout=httpx.Timeout(connect=0.5, read=read, write=read, pool=0.5),
         base_url=fake.url,
+        connect_timeout_seconds=0.5,
+        read_timeout_seconds=read,
         service_token="t" * 20,
         retries=retries,
         backoff_seconds=0.01,
@@ -185,6 +193,43 @@ class TestClientRetries:
 
         with pytest.raises(CatalogUnavailable):
             _client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+
+    def test_an_oversized_answer_is_not_read_whole(self, fake_catalog: FakeCatalog) -> None:
+        huge = "x" * (MAX_ANSWER_BYTES + 1)
+        fake_catalog.behaviour = lambda seen, n: (201, {"padding": huge}, 0.0)
+
+        with pytest.raises(CatalogUnavailable) as caught:
+            _client(fake_catalog, retries=0).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+
+        assert caught.value.outcome_unknown  # catalog answered: it may have reserved
+
+    def test_a_refused_connection_is_known_never_sent(self) -> None:
+        client = _client(FakeCatalog(url=f"http://127.0.0.1:{free_port()}"), retries=1)
+
+        with pytest.raises(CatalogUnavailable) as caught:
+            client.reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+
+        assert not caught.value.outcome_unknown
+
+    def test_a_read_timeout_may_have_been_delivered(self, fake_catalog: FakeCatalog) -> None:
+        fake_catalog.behaviour = lambda seen, n: (201, {}, 1.0)
+
+        with pytest.raises(CatalogUnavailable) as caught:
+            _client(fake_catalog, retries=0, read=0.2).reserve(
+                uuid.uuid4(), [ReservationLine(5, 1)]
+            )
+
+        assert caught.value.outcome_unknown
+
+    def test_a_call_keeps_its_connection_for_the_next(self, fake_catalog: FakeCatalog) -> None:
+        fake_catalog.behaviour = lambda seen, n: (201, _held(seen), 0.0)
+        client = _client(fake_catalog)
+
+        for _ in range(3):
+            client.reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+
+        assert len({seen.client_port for seen in fake_catalog.seen}) == 1
+        client.close()
 
 
 @pytest.fixture
@@ -409,11 +454,10 @@ def test_a_cancel_interrupted_by_catalog_is_finished_by_a_retry(
     product = make_product(stock=10)
     user_id = int(uuid.uuid4().int % 1_000_000_000) + 1_000_000
     headers = {"Authorization": f"Bearer {jwt_keys.token(user_id)}"}
-    transport = httpx.HTTPTransport()
     inner = HttpCatalogClient(
-        transport,
-        timeout=httpx.Timeout(5),
         base_url=stack.url("catalog"),
+        connect_timeout_seconds=5,
+        read_timeout_seconds=5,
         service_token=shop_db.internal_api_token,
         retries=0,
         backoff_seconds=0,
@@ -431,7 +475,7 @@ def test_a_cancel_interrupted_by_catalog_is_finished_by_a_retry(
         confirm = client.patch(url, params={"new_status": "confirmed"}, headers=headers)
         flaky.broken = False
         retried = client.patch(url, params={"new_status": "cancelled"}, headers=headers)
-    transport.close()
+    inner.close()
 
     assert interrupted.status_code == 503
     assert confirm.status_code == 409

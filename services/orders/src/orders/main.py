@@ -5,7 +5,7 @@ orders.main:create_app` runs one process). Nothing happens at import."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import httpx
@@ -32,24 +32,22 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(
-            connect=resolved.catalog_connect_timeout_seconds,
-            read=resolved.catalog_read_timeout_seconds,
-            write=resolved.catalog_read_timeout_seconds,
-            pool=resolved.catalog_connect_timeout_seconds,
-        )
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
         token = resolved.internal_api_token.get_secret_value()
-        transport = httpx.HTTPTransport(limits=limits)
-        with httpx.Client(timeout=timeout, transport=transport) as client:  # closes the transport
-            app.state.catalog = catalog or HttpCatalogClient(
-                transport,
-                timeout=timeout,
-                base_url=resolved.catalog_url,
-                service_token=token,
-                retries=resolved.catalog_retries,
-                backoff_seconds=resolved.catalog_backoff_seconds,
-            )
+        users_timeout = httpx.Timeout(resolved.users_timeout_seconds)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        http_catalog = HttpCatalogClient(
+            base_url=resolved.catalog_url,
+            connect_timeout_seconds=resolved.catalog_connect_timeout_seconds,
+            read_timeout_seconds=resolved.catalog_read_timeout_seconds,
+            service_token=token,
+            retries=resolved.catalog_retries,
+            backoff_seconds=resolved.catalog_backoff_seconds,
+        )
+        with (
+            closing(http_catalog),
+            httpx.Client(timeout=users_timeout, limits=limits) as client,
+        ):
+            app.state.catalog = catalog or http_catalog
             app.state.users = UsersClient(
                 client,
                 base_url=resolved.users_url,
