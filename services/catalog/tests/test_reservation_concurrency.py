@@ -95,6 +95,57 @@ def test_fifty_concurrent_reservations_for_ten_units_give_exactly_ten(
     assert ledger(db, product["id"]) == {"available": 0, "held": 10, "committed": 0}
 
 
+@pytest.mark.parametrize("commit", [False, True])
+def test_concurrent_requests_with_one_id_reserve_once_and_all_answer_it(
+    http: httpx.Client, db: Session, make_product: ProductFactory, commit: bool
+) -> None:
+    product = make_product(stock_quantity=10)
+    rid = uuid.uuid4()
+    body = {"reservation_id": str(rid), "items": [{"product_id": product["id"], "quantity": 3}]}
+
+    responses = run_concurrently(
+        20,
+        lambda _: http.post(
+            "/internal/reservations", params={"commit": str(commit).lower()}, json=body
+        ),
+        workers=20,
+    )
+
+    assert Counter(r.status_code for r in responses) == {201: 20}, responses[0].text
+    assert len({r.text for r in responses}) == 1
+    assert responses[0].json()["status"] == ("committed" if commit else "held")
+    expected = {"available": 7, "held": 0 if commit else 3, "committed": 3 if commit else 0}
+    assert ledger(db, product["id"]) == expected
+    lines = db.scalars(
+        select(ReservationItem.quantity).where(ReservationItem.reservation_id == rid)
+    ).all()
+    assert lines == [3]
+
+
+def test_releases_racing_the_creates_of_their_ids_leave_no_stock_held(
+    http: httpx.Client, db: Session, make_product: ProductFactory
+) -> None:
+    product = make_product(stock_quantity=20)
+    rids = [str(uuid.uuid4()) for _ in range(20)]
+
+    def act(i: int) -> int:
+        rid = rids[i // 2]
+        if i % 2:
+            released = http.post(f"/internal/reservations/{rid}/release")
+            assert released.json()["status"] == "released", released.text
+            return released.status_code
+        return http.post(
+            "/internal/reservations",
+            json={"reservation_id": rid, "items": [{"product_id": product["id"], "quantity": 1}]},
+        ).status_code
+
+    results = run_concurrently(40, act, workers=40)
+
+    assert {r for i, r in enumerate(results) if i % 2} == {200}
+    assert {r for i, r in enumerate(results) if i % 2 == 0} <= {201, 409}
+    assert ledger(db, product["id"]) == {"available": 20, "held": 0, "committed": 0}
+
+
 def test_interleaved_reserve_commit_release_keeps_the_invariant(
     http: httpx.Client, db: Session, make_product: ProductFactory
 ) -> None:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import Connection, Engine, event, select, text
 from sqlalchemy.orm import Session
 
 from catalog.config import CatalogSettings
 from catalog.main import create_app
-from catalog.models import Product, Reservation
+from catalog.models import Product, Reservation, ReservationItem
+from shop_common.db import QueryCounter, count_queries
 from shop_dev.testing import ShopDatabase
 
 from .conftest import ProductFactory
@@ -285,6 +289,333 @@ class TestReserveAndCommit:
         ]
         assert [stock(db, p["id"]) for p in (plenty, few)] == [10, 1]
         assert db.get(Reservation, rid) is None
+
+
+@contextmanager
+def count_transactions(engine: Engine) -> Iterator[QueryCounter]:
+    """Count the transactions (BEGIN) opened on `engine` inside the block."""
+    counter = QueryCounter()
+
+    def _begin(_connection: Connection) -> None:
+        counter.value += 1
+
+    event.listen(engine, "begin", _begin)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "begin", _begin)
+
+
+def lines_of(db: Session, reservation_id: uuid.UUID) -> list[tuple[int, int]]:
+    return [
+        (line.product_id, line.quantity)
+        for line in db.scalars(
+            select(ReservationItem).where(ReservationItem.reservation_id == reservation_id)
+        )
+    ]
+
+
+def wait_until_blocked(admin_engine: Engine, marker: str) -> None:
+    """Until a statement whose text contains `marker` waits for a lock (psycopg2 inlines the
+    parameters, so a reservation id finds its request's statement)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with admin_engine.connect() as conn:  # a new transaction: pg_stat_activity is fresh
+            waiting = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE :marker"
+                ),
+                {"marker": f"%{marker}%"},
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no statement with {marker} waited for a lock")
+
+
+class TestOneProductInOneStatement:
+    """One product (nearly every order) is one statement in autocommit: no BEGIN, no COMMIT."""
+
+    @pytest.mark.parametrize("commit", [False, True])
+    def test_a_one_product_reservation_is_one_statement_and_no_transaction(
+        self,
+        internal: TestClient,
+        engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+        commit: bool,
+    ) -> None:
+        product = make_product(price="2.50", stock_quantity=5)
+        rid = uuid.uuid4()
+
+        # `engine` is the app's; its listeners also see the statements run on the AUTOCOMMIT
+        # reader derived from it (shop_common.db.fetch_one calls them).
+        with count_queries(engine) as statements, count_transactions(engine) as transactions:
+            response = internal.post(
+                "/internal/reservations",
+                params={"commit": str(commit).lower()},
+                json={
+                    "reservation_id": str(rid),
+                    "items": [{"product_id": product["id"], "quantity": 2}],
+                },
+            )
+
+        assert response.status_code == 201
+        assert (statements.value, transactions.value) == (1, 0)
+        body = response.json()
+        assert body["status"] == ("committed" if commit else "held")
+        assert body["items"] == [
+            {
+                "product_id": product["id"],
+                "name": product["name"],
+                "sku": product["sku"],
+                "quantity": 2,
+                "unit_price": "2.50",
+            }
+        ]
+        assert internal.get(f"/internal/reservations/{rid}").json() == body
+        assert stock(db, product["id"]) == 3
+
+    def test_several_products_still_take_one_transaction(
+        self, internal: TestClient, engine: Engine, make_product: ProductFactory
+    ) -> None:
+        first, second = make_product(stock_quantity=5), make_product(stock_quantity=5)
+
+        with count_queries(engine) as statements, count_transactions(engine) as transactions:
+            response = reserve(internal, [(first["id"], 1), (second["id"], 1)])
+
+        assert response.status_code == 201
+        assert (statements.value, transactions.value) == (3, 1)  # check, then one per product
+
+    def test_the_line_is_written_beside_its_reservation_under_a_non_deferred_foreign_key(
+        self, internal: TestClient, db: Session, make_product: ProductFactory
+    ) -> None:
+        # A NOT DEFERRABLE foreign key is checked at the end of each statement, so the line's
+        # reference to the reservation inserted in the same statement must already hold there.
+        deferrable = db.scalar(
+            text(
+                "SELECT condeferrable FROM pg_constraint "
+                "WHERE conname = 'fk_reservation_items_reservation_id_reservations'"
+            )
+        )
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+
+        response = reserve(internal, [(product["id"], 3)], rid)
+
+        assert deferrable is False
+        assert response.status_code == 201
+        reservation = db.get(Reservation, rid)
+        assert reservation is not None
+        assert reservation.status == "held"
+        assert lines_of(db, rid) == [(product["id"], 3)]
+
+    @pytest.mark.parametrize("commit", [False, True])
+    def test_insufficient_stock_is_one_statement_and_writes_nothing(
+        self,
+        internal: TestClient,
+        engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+        commit: bool,
+    ) -> None:
+        product = make_product(stock_quantity=2)
+        rid = uuid.uuid4()
+
+        with count_queries(engine) as statements:
+            response = internal.post(
+                "/internal/reservations",
+                params={"commit": str(commit).lower()},
+                json={
+                    "reservation_id": str(rid),
+                    "items": [{"product_id": product["id"], "quantity": 3}],
+                },
+            )
+
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/insufficient-stock"
+        assert response.json()["short"] == [
+            {"product_id": product["id"], "requested": 3, "available": 2}
+        ]
+        assert statements.value == 1
+        assert stock(db, product["id"]) == 2
+        assert db.get(Reservation, rid) is None
+        assert lines_of(db, rid) == []
+
+    def test_unknown_or_inactive_product_is_422_and_writes_nothing(
+        self,
+        admin: TestClient,
+        internal: TestClient,
+        engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        inactive = make_product(stock_quantity=5)
+        admin.delete(f"/products/{inactive['id']}")
+        rids = [uuid.uuid4(), uuid.uuid4()]
+
+        with count_queries(engine) as statements:
+            unknown_answer = reserve(internal, [(2_000_000_000, 1)], rids[0])
+            inactive_answer = reserve(internal, [(inactive["id"], 1)], rids[1])
+
+        assert [unknown_answer.status_code, inactive_answer.status_code] == [422, 422]
+        assert [
+            (a.json()["unknown"], a.json()["inactive"]) for a in (unknown_answer, inactive_answer)
+        ] == [
+            ([2_000_000_000], []),
+            ([], [inactive["id"]]),
+        ]
+        assert statements.value == 2
+        assert stock(db, inactive["id"]) == 5
+        assert [db.get(Reservation, rid) for rid in rids] == [None, None]
+
+    def test_a_sold_out_product_is_409_without_waiting_for_its_row_lock(
+        self,
+        internal: TestClient,
+        admin_engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        product = make_product(stock_quantity=0)
+        with admin_engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+            holder.execute(
+                text("UPDATE catalog.products SET price = price WHERE id = :id"),
+                {"id": product["id"]},
+            )  # holds the row lock until the rollback below
+            try:
+                response = pool.submit(reserve, internal, [(product["id"], 1)]).result(timeout=3)
+            finally:
+                holder.rollback()
+
+        assert response.status_code == 409
+        assert response.json()["short"] == [
+            {"product_id": product["id"], "requested": 1, "available": 0}
+        ]
+
+    def test_stock_sold_while_the_statement_waits_is_409_with_the_stock_left(
+        self,
+        internal: TestClient,
+        admin_engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        product = make_product(stock_quantity=1)
+        rid = uuid.uuid4()
+        with admin_engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            other.execute(
+                text("UPDATE catalog.products SET stock_quantity = 0 WHERE id = :id"),
+                {"id": product["id"]},
+            )
+            late = pool.submit(reserve, internal, [(product["id"], 1)], rid)
+            wait_until_blocked(admin_engine, str(rid))  # its snapshot still shows 1 unit
+            other.commit()
+            response = late.result(timeout=30)
+
+        assert response.status_code == 409
+        assert response.json()["short"] == [
+            {"product_id": product["id"], "requested": 1, "available": 0}
+        ]
+        assert stock(db, product["id"]) == 0
+        assert db.get(Reservation, rid) is None
+
+    def test_a_product_deactivated_while_the_statement_waits_is_422(
+        self,
+        internal: TestClient,
+        admin_engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+        with admin_engine.connect() as other, ThreadPoolExecutor(1) as pool:
+            other.execute(
+                text("UPDATE catalog.products SET is_active = false WHERE id = :id"),
+                {"id": product["id"]},
+            )
+            late = pool.submit(reserve, internal, [(product["id"], 1)], rid)
+            wait_until_blocked(admin_engine, str(rid))
+            other.commit()
+            response = late.result(timeout=30)
+
+        assert response.status_code == 422
+        assert (response.json()["unknown"], response.json()["inactive"]) == ([], [product["id"]])
+        assert stock(db, product["id"]) == 5
+        assert db.get(Reservation, rid) is None
+
+    def test_losing_the_race_for_the_id_answers_the_winners_reservation_and_takes_nothing(
+        self,
+        internal: TestClient,
+        admin_engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        product = make_product(price="3.00", stock_quantity=5)
+        rid = uuid.uuid4()
+        with admin_engine.connect() as winner, ThreadPoolExecutor(1) as pool:
+            # What a concurrent request with this id writes, not yet committed.
+            winner.execute(
+                text(
+                    "INSERT INTO catalog.reservations (id, status, expires_at) "
+                    "VALUES (:id, 'held', now() + interval '900 seconds')"
+                ),
+                {"id": rid},
+            )
+            winner.execute(
+                text(
+                    "INSERT INTO catalog.reservation_items "
+                    "(reservation_id, product_id, quantity, unit_price, name, sku) "
+                    "VALUES (:id, :product_id, 2, 3.00, :name, :sku)"
+                ),
+                {
+                    "id": rid,
+                    "product_id": product["id"],
+                    "name": product["name"],
+                    "sku": product["sku"],
+                },
+            )
+            winner.execute(
+                text("UPDATE catalog.products SET stock_quantity = 3 WHERE id = :id"),
+                {"id": product["id"]},
+            )
+            late = pool.submit(reserve, internal, [(product["id"], 2)], rid)
+            wait_until_blocked(admin_engine, str(rid))
+            winner.commit()
+            response = late.result(timeout=30)
+
+        assert response.status_code == 201, response.text
+        assert response.json() == internal.get(f"/internal/reservations/{rid}").json()
+        assert response.json()["items"][0]["quantity"] == 2
+        assert stock(db, product["id"]) == 3  # taken once, by the winner
+        assert lines_of(db, rid) == [(product["id"], 2)]
+
+    def test_losing_the_race_for_the_id_with_other_items_is_409_and_takes_nothing(
+        self,
+        internal: TestClient,
+        admin_engine: Engine,
+        db: Session,
+        make_product: ProductFactory,
+    ) -> None:
+        product = make_product(stock_quantity=5)
+        rid = uuid.uuid4()
+        with admin_engine.connect() as release, ThreadPoolExecutor(1) as pool:
+            # release-before-reserve's tombstone, not yet committed
+            release.execute(
+                text(
+                    "INSERT INTO catalog.reservations (id, status, expires_at) "
+                    "VALUES (:id, 'released', now())"
+                ),
+                {"id": rid},
+            )
+            late = pool.submit(reserve, internal, [(product["id"], 2)], rid)
+            wait_until_blocked(admin_engine, str(rid))
+            release.commit()
+            response = late.result(timeout=30)
+
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/reservation-mismatch"
+        assert stock(db, product["id"]) == 5
+        assert lines_of(db, rid) == []
 
 
 class TestReservationMoves:

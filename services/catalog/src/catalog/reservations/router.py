@@ -19,7 +19,7 @@ from catalog.reservations.schemas import (
     SweepResult,
 )
 from shop_common.auth import InternalCaller
-from shop_common.db import EngineDep, SessionDep, TransactionFactoryDep
+from shop_common.db import EngineDep, ReaderDep, SessionDep, TransactionFactoryDep
 
 router = APIRouter(
     prefix="/internal/reservations", tags=["internal"], dependencies=[InternalCaller]
@@ -38,6 +38,7 @@ def _settings(request: Request) -> CatalogSettings:
 def create_reservation(
     body: ReservationCreate,
     engine: EngineDep,
+    reader: ReaderDep,
     request: Request,
     commit: Annotated[
         bool,
@@ -50,12 +51,12 @@ def create_reservation(
     ] = False,
 ) -> Response:
     ttl = _settings(request).reservation_ttl_seconds
-    # A Core transaction (no ORM Session on this hot path), committed in this thread (hot rows):
-    # the reason TransactionFactoryDep exists, see shop_common.db.
-    with engine.begin() as connection:
-        reservation = reservation_service.create_reservation(
-            connection, body, default_ttl_seconds=ttl, commit=commit
-        )
+    # The service commits in this thread (hot rows: the reason TransactionFactoryDep exists, see
+    # shop_common.db), with no ORM Session on this hot path: one product is one statement on the
+    # AUTOCOMMIT reader, several products a Core transaction on the engine.
+    reservation = reservation_service.create_reservation(
+        engine, reader, body, default_ttl_seconds=ttl, commit=commit
+    )
     # Serialized once, here (response_model keeps the OpenAPI): the commit has happened.
     return Response(
         content=_READ_JSON.to_json(reservation), status_code=201, media_type="application/json"

@@ -1,7 +1,13 @@
-"""Stock reservations. Flushes, never commits; the request (or the sweeper) owns the transaction.
+"""Stock reservations. Flushes, never commits; the request (or the sweeper) owns the transaction,
+except create_reservation, which runs its own: one statement in autocommit for one product, a
+transaction for several.
 
 Lock order: every statement that changes stock touches products in ascending product id, one
 conditional UPDATE per product, so concurrent reservations, releases and sweeps cannot deadlock.
+A one-product reservation takes its product row before it inserts the reservation id, the
+several-products transaction the other way round; the two meet only on one id sent with different
+items at the same time (a caller's error), and PostgreSQL's deadlock detection then fails one of
+them (503, where it would otherwise be a ReservationMismatch).
 Every status change away from held/committed is a conditional UPDATE on the status, so stock is
 restored exactly once however many releases and sweeps race."""
 
@@ -15,19 +21,23 @@ from typing import Any, cast
 from sqlalchemy import (
     UUID,
     Connection,
+    Engine,
     Integer,
     Interval,
     Row,
     Table,
     bindparam,
+    exists,
     func,
     literal,
+    literal_column,
     select,
     true,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from catalog.models import Product, Reservation, ReservationItem, ReservationStatus
@@ -40,7 +50,7 @@ from catalog.reservations.exceptions import (
     UnknownProducts,
 )
 from catalog.reservations.schemas import ReservationCreate, ReservationRead
-from shop_common.db import compiled_sql
+from shop_common.db import compiled_sql, constraint_name, fetch_one
 
 _NO_SYNC = {"synchronize_session": False}
 # Core tables for the statements of the hot path that need no ORM unit of work.
@@ -84,8 +94,83 @@ def list_live_reservations(
 _MIN_UUID = uuid.UUID(int=0)
 
 
-# The hot path of a reservation, compiled once (shop_common.db.compiled_sql): one statement, then
-# one per product (a one-product reservation was four), and no ORM unit of work or cache-key walk.
+# The statements of a reservation, compiled once (shop_common.db.compiled_sql): no ORM unit of work
+# or cache-key walk on the hot path.
+#
+# One product (nearly every order): ONE statement in autocommit, one round trip with no BEGIN and
+# no COMMIT (it was four). The conditional UPDATE takes the stock only if the product is active,
+# has enough and the id is new; the reservation and its line are inserted FROM what it returned, so
+# nothing is written unless stock was taken, and a miss leaves nothing behind. The final SELECT
+# tells why it missed from the statement's snapshot: the id exists, the product is unknown or
+# inactive, or its stock is short. The UPDATE waits for a row lock only when the version it sees
+# matches its WHERE, so a request for a sold-out product fails without queueing. The reservation
+# insert has no ON CONFLICT: a concurrent request with the same id fails the whole statement on
+# pk_reservations (its stock update undone with it) and answers from the winner's reservation. The
+# line's foreign key to the reservation inserted beside it is checked at the end of the statement.
+_ID_TAKEN = exists().where(_RESERVATIONS.c.id == bindparam("reservation_id", type_=UUID()))
+_TAKEN_ONE = (
+    update(_PRODUCTS)
+    .where(
+        _PRODUCTS.c.id == bindparam("product_id"),
+        _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
+        _PRODUCTS.c.is_active,
+        ~_ID_TAKEN,
+    )
+    .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
+    .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
+    .cte("taken")
+)
+_CREATED_ONE = (
+    insert(_RESERVATIONS)
+    .from_select(
+        ["id", "status", "expires_at"],
+        select(
+            bindparam("reservation_id", type_=UUID()),
+            bindparam("status"),
+            func.now() + bindparam("ttl", type_=Interval),
+        ).select_from(_TAKEN_ONE),
+    )
+    .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.expires_at)
+    .cte("created")
+)
+# The line is selected FROM `created`, so the reservation is inserted first: a concurrent request
+# with the same id fails on pk_reservations, never on the lines' unique (reservation_id, product_id).
+_LINE_ONE = (
+    insert(_ITEMS)
+    .from_select(
+        ["reservation_id", "product_id", "quantity", "unit_price", "name", "sku"],
+        select(
+            _CREATED_ONE.c.id,
+            bindparam("product_id", type_=Integer),
+            bindparam("quantity", type_=Integer),
+            _TAKEN_ONE.c.price,
+            _TAKEN_ONE.c.name,
+            _TAKEN_ONE.c.sku,
+        ).select_from(_CREATED_ONE.join(_TAKEN_ONE, true())),
+    )
+    .returning(_ITEMS.c.name, _ITEMS.c.sku, _ITEMS.c.unit_price)
+    .cte("line")
+)
+_ONE_ROW = select(literal_column("1").label("one")).subquery("one_row")
+# Always one row: id_taken, is_active and stock_quantity (NULL: unknown product) as the snapshot
+# had them, then the line and expires_at (NULL: nothing taken).
+_RESERVE_ONE = compiled_sql(
+    select(
+        _ID_TAKEN.label("id_taken"),
+        _PRODUCTS.c.is_active,
+        _PRODUCTS.c.stock_quantity,
+        _LINE_ONE.c.name,
+        _LINE_ONE.c.sku,
+        _LINE_ONE.c.unit_price,
+        _CREATED_ONE.c.expires_at,
+    ).select_from(
+        _ONE_ROW.outerjoin(_PRODUCTS, _PRODUCTS.c.id == bindparam("product_id"))
+        .outerjoin(_LINE_ONE, true())
+        .outerjoin(_CREATED_ONE, true())
+    )
+)
+
+# Several products: one transaction, one statement, then one per product.
 # 1. Insert the reservation (unless the id exists: the idempotent path) and read every wanted
 #    product's stock in the same statement: one row per wanted id, `created_expires_at` NULL when
 #    the id already existed, the product columns NULL for an unknown product.
@@ -148,7 +233,8 @@ _TAKE_LINE = compiled_sql(
 
 
 def create_reservation(
-    connection: Connection,
+    engine: Engine,
+    reader: Engine,
     data: ReservationCreate,
     *,
     default_ttl_seconds: int,
@@ -156,19 +242,95 @@ def create_reservation(
 ) -> ReservationRead:
     """All or nothing. Idempotent on reservation_id: the same items answer the stored reservation
     (in whatever status it is now), other items are a ReservationMismatch. A concurrent request
-    with the same id waits on the primary key and then takes the idempotent path.
+    with the same id waits for the first and then takes the idempotent path.
 
-    `commit`: reserve and commit in this one transaction (orders' placement, one call instead of
-    two): the reservation is stored `committed` directly, and a stored `held` one with the same
-    items (a retry of a call whose answer was lost) is committed like commit_reservation does.
-    Either way the caller learns the outcome from the answer's status, as with /commit.
+    `commit`: reserve and commit at once (orders' placement, one call instead of two): the
+    reservation is stored `committed` directly, and a stored `held` one with the same items (a
+    retry of a call whose answer was lost) is committed like commit_reservation does. Either way
+    the caller learns the outcome from the answer's status, as with /commit.
 
-    Product rows stay locked from their UPDATE to the commit, so after the first UPDATE come only
-    the other products' UPDATE-and-INSERT statements; the answer is built from what they return.
-    Takes the Core connection of the caller's transaction (no ORM Session on the hot path)."""
+    Owns its transactions, committed in this thread (the product rows are hot): one product is one
+    statement on `reader` (AUTOCOMMIT); several products, and whatever that statement cannot settle
+    alone, take one transaction on `engine`."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     status = ReservationStatus.COMMITTED if commit else ReservationStatus.HELD
+    if len(wanted) == 1:
+        reserved = _reserve_one(reader, data, wanted, ttl=ttl, status=status)
+        if reserved is not None:
+            return reserved
+    with engine.begin() as connection:
+        return _reserve(connection, data, wanted, ttl=ttl, status=status, commit=commit)
+
+
+def _reserve_one(
+    reader: Engine,
+    data: ReservationCreate,
+    wanted: dict[int, int],
+    *,
+    ttl: timedelta,
+    status: ReservationStatus,
+) -> ReservationRead | None:
+    """One product in one autocommit statement (_RESERVE_ONE). Raises the 422 or 409 its snapshot
+    explains. None when the id is already taken (now or by a concurrent request with the same id),
+    or when the row changed between the snapshot and the UPDATE (it had the stock, the UPDATE then
+    found the newer version short or inactive): the transaction path settles both, from the stored
+    reservation (_existing) or from the stock as it is then."""
+    [(product_id, quantity)] = wanted.items()
+    params = {
+        "reservation_id": str(data.reservation_id),
+        "product_id": product_id,
+        "quantity": quantity,
+        "status": status.value,
+        "ttl": ttl,
+    }
+    try:
+        row = fetch_one(reader, _RESERVE_ONE, params)
+    except IntegrityError as exc:
+        if constraint_name(exc) == "pk_reservations":  # the same id, inserted concurrently
+            return None
+        raise
+    if row is None:  # the SELECT is driven by a one-row subquery
+        raise RuntimeError("the reservation statement returned no row")
+    id_taken, is_active, available, name, sku, unit_price, expires_at = row
+    if expires_at is not None:
+        item = {
+            "product_id": product_id,
+            "name": name,
+            "sku": sku,
+            "quantity": quantity,
+            "unit_price": unit_price,
+        }
+        return ReservationRead.model_validate(
+            {"id": data.reservation_id, "status": status, "expires_at": expires_at, "items": [item]}
+        )
+    if id_taken:
+        return None
+    if is_active is None:
+        raise UnknownProducts(
+            "some products do not exist or are not for sale", unknown=[product_id], inactive=[]
+        )
+    if not is_active:
+        raise UnknownProducts(
+            "some products do not exist or are not for sale", unknown=[], inactive=[product_id]
+        )
+    if available < quantity:
+        raise _short(wanted, {product_id: available})
+    return None
+
+
+def _reserve(
+    connection: Connection,
+    data: ReservationCreate,
+    wanted: dict[int, int],
+    *,
+    ttl: timedelta,
+    status: ReservationStatus,
+    commit: bool,
+) -> ReservationRead:
+    """The transaction path, in the caller's transaction on `connection`. Product rows stay locked
+    from their UPDATE to the commit, so after the first statement come only the products'
+    UPDATE-and-INSERT statements; the answer is built from what they return."""
     rid = str(data.reservation_id)
     rows = connection.exec_driver_sql(
         _CREATE_AND_CHECK,
