@@ -271,6 +271,7 @@ def test_service_talks_to_the_database_through_pgbouncer(svc: str) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["DATABASE_URL"]["value"] == (
         f"postgresql+psycopg2://{svc}_svc:$({svc.upper()}_DB_PASSWORD)@pgbouncer:6432/shop"
+        "?sslmode=disable&gssencmode=disable"
     )
 
 

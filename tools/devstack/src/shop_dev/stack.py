@@ -28,6 +28,10 @@ from shop_dev.pgbouncer import PgBouncer
 from shop_dev.processes import APPS, ServiceProcess, busy_ports, free_port, stop_processes
 
 PROCESS_NAMES = ("users", "catalog", "orders", "gateway")
+# libpq options of the services' runtime URL, as in docker-compose.yml and deploy/k8s: this
+# PgBouncer has no TLS and no GSSAPI, so libpq need not ask for either on every (NullPool) login
+# (docs/CONFIGURATION.md, "The services' database URL").
+PGBOUNCER_CONNECT_OPTIONS = "sslmode=disable&gssencmode=disable"
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ class Stack:
     def database_url(self, service: str) -> str:
         c = self.config
         if c.use_pgbouncer:
-            return role_url(
+            url = role_url(
                 c.cluster,
                 service,
                 c.passwords[service],
@@ -123,6 +127,7 @@ class Stack:
                 host=self.pgbouncer.host,
                 port=self.pgbouncer.port,
             )
+            return f"{url}?{PGBOUNCER_CONNECT_OPTIONS}"
         return self.direct_url(service)
 
     def direct_url(self, service: str) -> str:
