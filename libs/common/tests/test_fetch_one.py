@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import stat
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from psycopg2.extensions import parse_dsn
+from sqlalchemy import Engine, event, make_url
 from sqlalchemy.exc import DataError, OperationalError
 
-from shop_common.db import count_queries, fetch_one, make_engine, make_reader
+from shop_common.db import _UNPOOLED, count_queries, fetch_one, make_engine, make_reader
+from shop_dev.testing import ShopDatabase
 
 
 @pytest.fixture
@@ -101,4 +106,25 @@ def test_with_nullpool_errors_are_sqlalchemys_and_leave_no_connection(scratch_db
 
     assert _my_connections(engine) == before
     assert fetch_one(reader, "SELECT 7", {}) == (7,)
+    engine.dispose()
+
+
+def test_the_password_reaches_libpq_in_a_memory_passfile_not_the_dsn(
+    shop_db: ShopDatabase,
+) -> None:
+    url = shop_db.bouncer_url("catalog")  # md5 through PgBouncer: the password is checked
+    engine = make_engine(url)
+    assert fetch_one(make_reader(engine), "SELECT current_user", {}) == ("catalog_svc",)
+
+    dsn = _UNPOOLED[engine.pool].dsn
+    assert dsn is not None
+    assert "password" not in parse_dsn(dsn)
+    passfile = Path(parse_dsn(dsn)["passfile"])
+    assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+    assert not list(Path(tempfile.gettempdir()).glob("*pgpass*"))  # nothing on disk
+    wrong = make_url(url).set(password="not-the-password")
+    with pytest.raises(OperationalError):  # the passfile holds what the URL said
+        fetch_one(
+            make_reader(make_engine(wrong.render_as_string(hide_password=False))), "SELECT 1", {}
+        )
     engine.dispose()
