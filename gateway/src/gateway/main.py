@@ -6,7 +6,6 @@ lifespan opens one pooled session per upstream."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -29,11 +28,9 @@ from gateway.openapi import MergedSpec, Spec
 from gateway.proxy import Exchange, Proxy, Upstreams, make_pool
 from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
-from shop_common.logs import configure_logging, reset_request_id, set_request_id
+from shop_common.logs import configure_logging, log_access, reset_request_id, set_request_id
 from shop_common.middleware import RequestMetrics, incoming_request_id
 from shop_common.server import MULTIPROC_DIR, metrics_registry
-
-access_log = logging.getLogger("shop.access")
 
 
 class Gateway:
@@ -72,17 +69,7 @@ class Gateway:
             if self.log_all or (
                 self.log_errors and (status >= 400 or elapsed >= self.slow_seconds)
             ):
-                access_log.info(
-                    "%s %s %s",
-                    method,
-                    path,
-                    status,
-                    extra={
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "route": route,
-                    },
-                )
+                log_access(method, path, status, elapsed, route)
             reset_request_id(token)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -89,8 +90,59 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    global _json_handler
+    _json_handler = handler if json_lines else None
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     # Our middleware writes one access line per request, with the request id; uvicorn's would not.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+# The handler configure_logging installed for JSON lines (None: text lines, or not configured).
+_json_handler: logging.StreamHandler[Any] | None = None
+_access = logging.getLogger("shop.access")
+
+
+def log_access(method: str, path: str, status: int, seconds: float, route: str) -> None:
+    """The one access line of a request, on the `shop.access` logger (issue 16 asked for access
+    logging that costs microseconds). While that logger only feeds configure_logging's JSON
+    handler, the line is built here and written through the handler's stream under its lock: the
+    same JSON object JsonFormatter would write, without a LogRecord, the logger walk and the
+    formatter's generic field copy (a third of an access line's cost). Anything else listening
+    (a test's caplog, another handler, filters, text lines, a level above INFO) gets the line
+    through logging, as before."""
+    handler = _json_handler
+    fields = {"status": status, "duration_ms": round(seconds * 1000, 2), "route": route}
+    root = logging.root
+    if (
+        handler is None
+        or _access.handlers
+        or _access.filters
+        or handler.filters
+        or _access.disabled
+        or len(root.handlers) != 1
+        or root.handlers[0] is not handler
+        or not _access.isEnabledFor(logging.INFO)
+        or not isinstance(handler.formatter, JsonFormatter)
+    ):
+        _access.info("%s %s %s", method, path, status, extra=fields)
+        return
+    entry: dict[str, Any] = {
+        "ts": _timestamp(time.time()),
+        "level": "info",
+        "service": handler.formatter.service,
+        "logger": "shop.access",
+        "msg": f"{method} {path} {status}",
+        "request_id": _request_id.get(),
+        **fields,
+    }
+    line = _ENCODER.encode(entry) + handler.terminator
+    handler.acquire()  # as StreamHandler.emit: whole lines, whichever thread also logs
+    try:
+        handler.stream.write(line)
+        handler.flush()
+    except (OSError, ValueError):  # as logging: a failing log line never fails the request
+        handler.handleError(logging.makeLogRecord({"msg": line}))
+    finally:
+        handler.release()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import time
@@ -13,11 +12,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shop_common.errors import problem_for
-from shop_common.logs import current_request_id, reset_request_id, set_request_id
+from shop_common.logs import current_request_id, log_access, reset_request_id, set_request_id
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-access_log = logging.getLogger("shop.access")
 
 REQUESTS = Counter(
     "shop_http_requests_total", "HTTP requests handled", ["service", "method", "route", "status"]
@@ -111,13 +109,7 @@ class RequestContextMiddleware:
             method = scope.get("method", "")
             status = status_holder["status"]
             self._metrics.observe(method, route, status, elapsed)
-            access_log.info(
-                "%s %s %s",
-                method,
-                scope.get("path", ""),
-                status,
-                extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "route": route},
-            )
+            log_access(method, scope.get("path", ""), status, elapsed, route)
             reset_request_id(token)
 
 
