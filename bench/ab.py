@@ -9,7 +9,10 @@ checkout, with its own virtualenv, database and PgBouncer, seeded through its ga
 alternates short wrk runs between them, scenario by scenario, swapping which side goes first each
 round, so drift hits both alike. It prints CPU per request by process (from /proc, as `make
 bench` counts it) for A (the other checkout) and B (this one), and B/A. The other checkout needs
-bench/shopbench (any version since issue 16); `uv sync` it first."""
+bench/shopbench (any version since issue 16); `uv sync` it first.
+
+Run with the same commit on both sides it measured B 1-4 % cheaper than A (docs/PERFORMANCE.md):
+a B/A between 0.96 and 1 is no evidence either way."""
 
 from __future__ import annotations
 
