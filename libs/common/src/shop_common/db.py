@@ -177,7 +177,11 @@ async def _transaction_factory(request: Request) -> sessionmaker[Session]:
 TransactionFactoryDep = Annotated[sessionmaker[Session], Depends(_transaction_factory)]
 
 
-def fetch_one(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+# What fetch_one answers: the first row as a tuple, or None when the statement returned none.
+FirstRow = tuple[Any, ...] | None
+
+
+def fetch_one(reader: Engine, sql: str, params: Mapping[str, Any]) -> FirstRow:
     """The first row of ONE statement (`compiled_sql` text) run in autocommit on a fresh connection
     of `reader`'s engine, or None. The hottest paths' way (GET /products/{id}, GET /users/me, the
     order's writes): SQLAlchemy's Connection around a statement (events, isolation
@@ -194,34 +198,26 @@ def fetch_one(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any,
     its connections, reset to the state the pool hands out before it goes back."""
     one_dsn = _UNPOOLED.get(reader.pool)
     if one_dsn is not None and one_dsn.dsn is not None:
-        return _fetch_unpooled(reader, one_dsn, one_dsn.dsn, sql, params)
+        return _fetch_unpooled(reader, one_dsn.dsn, sql, params)
     return _fetch_pooled(reader, sql, params)
 
 
-def _fetch_unpooled(
-    reader: Engine, one_dsn: _OneDsn, dsn: str, sql: str, params: Mapping[str, Any]
-) -> tuple[Any, ...] | None:
+def _fetch_unpooled(reader: Engine, dsn: str, sql: str, params: Mapping[str, Any]) -> FirstRow:
     try:
-        connection = one_dsn.connect(
-            dsn, reader.pool
-        )  # NullPool: a fresh PgBouncer login, closed below
+        connection = _OneDsn.connect(dsn, reader.pool)  # a fresh PgBouncer login, closed below
     except psycopg2.Error as exc:
         raise DBAPIError.instance(None, None, exc, psycopg2.Error, dialect=reader.dialect) from exc
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            for listener in reader.dispatch.before_cursor_execute:  # none in production
-                listener(None, cursor, sql, params, None, False)
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
+            return _first_row(reader, cursor, sql, params)
     except psycopg2.Error as exc:
         raise DBAPIError.instance(sql, params, exc, psycopg2.Error, dialect=reader.dialect) from exc
     finally:
         connection.close()
-    return None if row is None else tuple(row)
 
 
-def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> FirstRow:
     dbapi_error: type[Exception] = reader.dialect.loaded_dbapi.Error
     try:
         connection = reader.raw_connection()  # the first NullPool connect builds the DSN
@@ -231,10 +227,7 @@ def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[
     try:
         driver.autocommit = True
         cursor = connection.cursor()
-        for listener in reader.dispatch.before_cursor_execute:  # none in production
-            listener(None, cursor, sql, params, None, False)
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+        row = _first_row(reader, cursor, sql, params)
         cursor.close()
         driver.autocommit = False  # as a pool hands a connection out
     except dbapi_error as exc:
@@ -242,6 +235,14 @@ def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> tuple[
         raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=reader.dialect) from exc
     finally:
         connection.close()
+    return row
+
+
+def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any]) -> FirstRow:
+    for listener in reader.dispatch.before_cursor_execute:  # none in production
+        listener(None, cursor, sql, params, None, False)
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
     return None if row is None else tuple(row)
 
 
