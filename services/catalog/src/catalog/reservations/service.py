@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.expression import CTE, ColumnElement
 
 from catalog.models import Product, Reservation, ReservationItem, ReservationStatus
 from catalog.reservations.exceptions import (
@@ -94,6 +95,23 @@ def list_live_reservations(
 _MIN_UUID = uuid.UUID(int=0)
 
 
+def _taken(*also: ColumnElement[bool]) -> CTE:
+    """The conditional UPDATE that takes one product's stock (`product_id`, `quantity`) if it is
+    active and has enough, `also` permitting, returning what the line snapshots; as a CTE."""
+    return (
+        update(_PRODUCTS)
+        .where(
+            _PRODUCTS.c.id == bindparam("product_id"),
+            _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
+            _PRODUCTS.c.is_active,
+            *also,
+        )
+        .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
+        .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
+        .cte("taken")
+    )
+
+
 # The statements of a reservation, compiled once (shop_common.db.compiled_sql): no ORM unit of work
 # or cache-key walk on the hot path.
 #
@@ -108,18 +126,7 @@ _MIN_UUID = uuid.UUID(int=0)
 # pk_reservations (its stock update undone with it) and answers from the winner's reservation. The
 # line's foreign key to the reservation inserted beside it is checked at the end of the statement.
 _ID_TAKEN = exists().where(_RESERVATIONS.c.id == bindparam("reservation_id", type_=UUID()))
-_TAKEN_ONE = (
-    update(_PRODUCTS)
-    .where(
-        _PRODUCTS.c.id == bindparam("product_id"),
-        _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
-        _PRODUCTS.c.is_active,
-        ~_ID_TAKEN,
-    )
-    .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
-    .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
-    .cte("taken")
-)
+_TAKEN_ONE = _taken(~_ID_TAKEN)
 _CREATED_ONE = (
     insert(_RESERVATIONS)
     .from_select(
@@ -204,17 +211,7 @@ _CREATE_AND_CHECK = compiled_sql(
 )
 # 2. Per product, in ascending id (the lock order): the conditional UPDATE of the stock and the
 #    INSERT of the line with the price snapshot, one statement. No row: not enough stock (now).
-_TAKEN = (
-    update(_PRODUCTS)
-    .where(
-        _PRODUCTS.c.id == bindparam("product_id"),
-        _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
-        _PRODUCTS.c.is_active,
-    )
-    .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
-    .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
-    .cte("taken")
-)
+_TAKEN = _taken()
 _TAKE_LINE = compiled_sql(
     insert(_ITEMS)
     .from_select(
