@@ -334,6 +334,24 @@ def wait_until_blocked(admin_engine: Engine, marker: str) -> None:
     raise AssertionError(f"no statement with {marker} waited for a lock")
 
 
+def reserve_behind(
+    admin_engine: Engine,
+    internal: TestClient,
+    lines: list[tuple[int, int]],
+    rid: uuid.UUID,
+    *writes: tuple[str, dict[str, Any]],
+) -> Any:
+    """Reserve `lines` as `rid` while another transaction holds `writes` uncommitted: the request is
+    sent, seen waiting on that transaction's lock, and only then does the transaction commit."""
+    with admin_engine.connect() as other, ThreadPoolExecutor(1) as pool:
+        for sql, params in writes:
+            other.execute(text(sql), params)
+        late = pool.submit(reserve, internal, lines, rid)
+        wait_until_blocked(admin_engine, str(rid))
+        other.commit()
+        return late.result(timeout=30)
+
+
 class TestOneProductInOneStatement:
     """One product (nearly every order) is one statement in autocommit: no BEGIN, no COMMIT."""
 
@@ -502,15 +520,12 @@ class TestOneProductInOneStatement:
     ) -> None:
         product = make_product(stock_quantity=1)
         rid = uuid.uuid4()
-        with admin_engine.connect() as other, ThreadPoolExecutor(1) as pool:
-            other.execute(
-                text("UPDATE catalog.products SET stock_quantity = 0 WHERE id = :id"),
-                {"id": product["id"]},
-            )
-            late = pool.submit(reserve, internal, [(product["id"], 1)], rid)
-            wait_until_blocked(admin_engine, str(rid))  # its snapshot still shows 1 unit
-            other.commit()
-            response = late.result(timeout=30)
+        sold = (
+            "UPDATE catalog.products SET stock_quantity = 0 WHERE id = :id",
+            {"id": product["id"]},
+        )
+        # its snapshot still shows 1 unit
+        response = reserve_behind(admin_engine, internal, [(product["id"], 1)], rid, sold)
 
         assert response.status_code == 409
         assert response.json()["short"] == [
@@ -528,15 +543,11 @@ class TestOneProductInOneStatement:
     ) -> None:
         product = make_product(stock_quantity=5)
         rid = uuid.uuid4()
-        with admin_engine.connect() as other, ThreadPoolExecutor(1) as pool:
-            other.execute(
-                text("UPDATE catalog.products SET is_active = false WHERE id = :id"),
-                {"id": product["id"]},
-            )
-            late = pool.submit(reserve, internal, [(product["id"], 1)], rid)
-            wait_until_blocked(admin_engine, str(rid))
-            other.commit()
-            response = late.result(timeout=30)
+        off = (
+            "UPDATE catalog.products SET is_active = false WHERE id = :id",
+            {"id": product["id"]},
+        )
+        response = reserve_behind(admin_engine, internal, [(product["id"], 1)], rid, off)
 
         assert response.status_code == 422
         assert (response.json()["unknown"], response.json()["inactive"]) == ([], [product["id"]])
@@ -552,36 +563,30 @@ class TestOneProductInOneStatement:
     ) -> None:
         product = make_product(price="3.00", stock_quantity=5)
         rid = uuid.uuid4()
-        with admin_engine.connect() as winner, ThreadPoolExecutor(1) as pool:
-            # What a concurrent request with this id writes, not yet committed.
-            winner.execute(
-                text(
-                    "INSERT INTO catalog.reservations (id, status, expires_at) "
-                    "VALUES (:id, 'held', now() + interval '900 seconds')"
-                ),
+        # What a concurrent request with this id writes, not yet committed.
+        winner = (
+            (
+                "INSERT INTO catalog.reservations (id, status, expires_at) "
+                "VALUES (:id, 'held', now() + interval '900 seconds')",
                 {"id": rid},
-            )
-            winner.execute(
-                text(
-                    "INSERT INTO catalog.reservation_items "
-                    "(reservation_id, product_id, quantity, unit_price, name, sku) "
-                    "VALUES (:id, :product_id, 2, 3.00, :name, :sku)"
-                ),
+            ),
+            (
+                "INSERT INTO catalog.reservation_items "
+                "(reservation_id, product_id, quantity, unit_price, name, sku) "
+                "VALUES (:id, :product_id, 2, 3.00, :name, :sku)",
                 {
                     "id": rid,
                     "product_id": product["id"],
                     "name": product["name"],
                     "sku": product["sku"],
                 },
-            )
-            winner.execute(
-                text("UPDATE catalog.products SET stock_quantity = 3 WHERE id = :id"),
+            ),
+            (
+                "UPDATE catalog.products SET stock_quantity = 3 WHERE id = :id",
                 {"id": product["id"]},
-            )
-            late = pool.submit(reserve, internal, [(product["id"], 2)], rid)
-            wait_until_blocked(admin_engine, str(rid))
-            winner.commit()
-            response = late.result(timeout=30)
+            ),
+        )
+        response = reserve_behind(admin_engine, internal, [(product["id"], 2)], rid, *winner)
 
         assert response.status_code == 201, response.text
         assert response.json() == internal.get(f"/internal/reservations/{rid}").json()
@@ -598,19 +603,13 @@ class TestOneProductInOneStatement:
     ) -> None:
         product = make_product(stock_quantity=5)
         rid = uuid.uuid4()
-        with admin_engine.connect() as release, ThreadPoolExecutor(1) as pool:
-            # release-before-reserve's tombstone, not yet committed
-            release.execute(
-                text(
-                    "INSERT INTO catalog.reservations (id, status, expires_at) "
-                    "VALUES (:id, 'released', now())"
-                ),
-                {"id": rid},
-            )
-            late = pool.submit(reserve, internal, [(product["id"], 2)], rid)
-            wait_until_blocked(admin_engine, str(rid))
-            release.commit()
-            response = late.result(timeout=30)
+        # release-before-reserve's tombstone, not yet committed
+        tombstone = (
+            "INSERT INTO catalog.reservations (id, status, expires_at) "
+            "VALUES (:id, 'released', now())",
+            {"id": rid},
+        )
+        response = reserve_behind(admin_engine, internal, [(product["id"], 2)], rid, tombstone)
 
         assert response.status_code == 409
         assert response.json()["type"] == "/problems/reservation-mismatch"
