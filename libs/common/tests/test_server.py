@@ -172,3 +172,65 @@ def test_a_connection_that_sends_nothing_is_closed(server: int) -> None:
         sock.close()
 
     assert status == 408
+
+
+class TestOneWritePerResponse:
+    """The head of a response is held until its first body bytes (one write, one segment), or
+    until the response ends or the connection closes without any."""
+
+    def test_the_head_waits_for_the_body_and_comes_with_it(self, server: int) -> None:
+        sock = _connect(server)
+        try:
+            sock.sendall(b"GET /late-body HTTP/1.1\r\nHost: x\r\n\r\n")
+            early, _, _ = select.select([sock], [], [], 0.25)  # the body is sent after 0.4 s
+            assert early == []  # nothing yet: the head alone was not written
+            first = sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b'\r\n\r\n5\r\n{"bod\r\n' in first  # the head came with the first chunk
+            answer = first
+            while not answer.endswith(b"0\r\n\r\n"):
+                part = sock.recv(65536)
+                assert part
+                answer += part
+            assert answer.endswith(b'\r\n19\r\ny_bytes": 0, "fields": 1}\r\n0\r\n\r\n')
+        finally:
+            sock.close()
+
+    def test_a_head_request_gets_its_head_at_once(self, server: int) -> None:
+        sock = _connect(server)
+        try:
+            sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(2)
+            head = sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert head.endswith(b"\r\n\r\n")  # no body, and the head was not held back
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # still kept alive
+            assert _answer(sock)[0] == 200
+        finally:
+            sock.close()
+
+    def test_100_continue_is_not_held(self, server: int) -> None:
+        sock = _connect(server)
+        try:
+            sock.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+            )
+            sock.settimeout(2)
+            assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            sock.sendall(b"abc")
+            status, _, body = _answer(sock)
+            assert (status, json.loads(body)["body_bytes"]) == (200, 3)
+        finally:
+            sock.close()
+
+    def test_an_app_failing_after_its_head_sends_the_head_and_closes(self, server: int) -> None:
+        sock = _connect(server)
+        try:
+            sock.sendall(b"GET /fail-after-head HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while part := sock.recv(65536):  # until uvicorn closes the connection
+                data += part
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n")  # as uvicorn alone answers it
+            assert data.endswith(b"\r\n\r\n")
+        finally:
+            sock.close()

@@ -81,6 +81,54 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _OneWriteTransport:
+    """The transport a request's cycle writes its response to. uvicorn writes the status line and
+    headers, then the body: two writes, each a syscall and a TCP segment of its own (the socket
+    has TCP_NODELAY), and the reader (the gateway, another service) wakes up twice. This holds the
+    head and sends it with the first body bytes, or when the response ends or the connection
+    closes without any (HEAD, an app that fails after starting its answer). Everything else is the
+    connection's transport."""
+
+    __slots__ = ("_cycle", "_head", "_head_seen", "_responded", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_seen = False
+        self._responded = cycle.on_response
+        cycle.on_response = self._on_response  # called once the response is complete
+
+    def _on_response(self) -> None:
+        self.flush()  # a response without body bytes (HEAD)
+        self._responded()
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data = self._head + data
+            self._head = None
+        elif not self._head_seen and self._cycle.response_started:
+            # The first write once the response has started is its head (a "100 Continue"
+            # comes before the start and passes straight through).
+            self._head = data
+            self._head_seen = True
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -144,6 +192,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._tail = b""
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle: Any = self.cycle  # the request's, just made
+        cycle.transport = _OneWriteTransport(self.transport, cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
