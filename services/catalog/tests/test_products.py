@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -214,7 +216,8 @@ class TestReadProduct:
         product = make_product()
         engine = make_engine(settings.database_url, pool_size=1)
         try:
-            assert read_product(make_reader(engine), product["id"]).sku == product["sku"]
+            read = asyncio.run(read_product(make_reader(engine), product["id"]))
+            assert read.sku == product["sku"]
             with engine.connect() as connection:  # the same pooled connection
                 driver: Any = connection.connection.driver_connection
                 assert driver.autocommit is False

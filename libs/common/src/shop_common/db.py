@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import os
+import socket
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -12,7 +16,8 @@ from weakref import WeakKeyDictionary
 
 import psycopg2
 from fastapi import Depends, Request
-from psycopg2.extensions import make_dsn
+from fastapi.concurrency import run_in_threadpool
+from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE, make_dsn
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -65,6 +70,10 @@ class _OneDsn:
     def __init__(self) -> None:
         self.dsn: str | None = None
         self._passfile: _MemoryFile | None = None
+        # fetch_one_async's: where to connect without libpq resolving a name (None: it cannot, so
+        # it runs fetch_one in a thread), and whether the first connection's setup has run.
+        self.loop_target: _LoopTarget | None = None
+        self.set_up = False
 
     def __call__(
         self, dialect: Any, _record: object, cargs: tuple[Any, ...], cparams: dict[str, Any]
@@ -78,7 +87,14 @@ class _OneDsn:
                     del params["password"]
                     params["passfile"] = self._passfile.path
             self.dsn = make_dsn(*cargs, **params)
+            self.loop_target = _LoopTarget.of(self.dsn, params)
         return dialect.loaded_dbapi.connect(self.dsn)
+
+    def first_set_up(self, _connection: Any, _record: object) -> None:
+        """A pool `connect` listener (once, after the dialect's): the dialect's per-connection
+        setup has run on a connection (its first run may query the server, which a connection
+        on the event loop cannot do), so fetch_one_async may open its own."""
+        self.set_up = True
 
     @staticmethod
     def connect(dsn: str, pool: Pool) -> Any:
@@ -123,6 +139,7 @@ def _connect_with_one_dsn(engine: Engine) -> None:
     event.listen(engine, "do_connect", one_dsn)
     if isinstance(engine.pool, NullPool):
         _UNPOOLED[engine.pool] = one_dsn
+        event.listen(engine.pool, "connect", one_dsn.first_set_up, once=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -244,6 +261,184 @@ def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any])
     cursor.execute(sql, params)
     row = cursor.fetchone()
     return None if row is None else tuple(row)
+
+
+# fetch_one_async's deadline for the statement, after the login (the login's is the engine's
+# connect_timeout). A backstop: the roles' statement_timeout (5 s) and PgBouncer's
+# query_wait_timeout (10 s) end a slow statement first; this ends the wait on a server that went
+# silent.
+STATEMENT_DEADLINE_SECONDS = 15.0
+
+
+async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -> FirstRow:
+    """fetch_one for an async handler, with no thread: the login and the statement run on a
+    non-blocking psycopg2 connection whose socket the event loop watches, so a request that does
+    nothing else holds no worker thread and costs no thread switches (GET /users/me, GET
+    /products/{id}; docs/PERFORMANCE.md). The same contract as fetch_one: one statement in
+    autocommit on a fresh connection of a NullPool engine, the pool's `connect` and the engine's
+    `before_cursor_execute` listeners run, errors raised as SQLAlchemy's. Every wait has a deadline:
+    the engine's connect_timeout for the login, then STATEMENT_DEADLINE_SECONDS for the statement;
+    past it, an OperationalError (the central 503).
+
+    For reads: a write whose deadline passes may still commit, and its caller could not tell.
+    Where this cannot run on the loop it runs fetch_one in the threadpool: a pooled engine, before
+    the engine's first connection has been set up, or a URL with several hosts."""
+    one_dsn = _UNPOOLED.get(reader.pool)
+    target = None if one_dsn is None or not one_dsn.set_up else one_dsn.loop_target
+    if target is None:
+        return await run_in_threadpool(fetch_one, reader, sql, params)
+    dialect = reader.dialect
+    loop = asyncio.get_running_loop()
+    watch = _Watch(loop, target.one_socket)
+    connection: Any = None
+    statement: str | None = None  # None until logged in: a failed login ran no statement
+    try:
+        async with asyncio.timeout(target.connect_timeout) as deadline:
+            connection = psycopg2.extensions.connection(await target.dsn(), async_=True)
+            await watch.ready(connection)
+            statement = sql
+            deadline.reschedule(loop.time() + STATEMENT_DEADLINE_SECONDS)
+            for listener in reader.pool.dispatch.connect:
+                listener(connection, None)
+            cursor = connection.cursor()
+            for listener in reader.dispatch.before_cursor_execute:  # none in production
+                listener(None, cursor, sql, params, None, False)
+            cursor.execute(sql, params)
+            await watch.ready(connection)
+            row = cursor.fetchone()
+        return None if row is None else tuple(row)
+    except (psycopg2.Error, OSError, TimeoutError) as exc:
+        if statement is None:
+            target.forget()  # the next login looks the host up again: it may have moved
+        error = (
+            exc
+            if isinstance(exc, psycopg2.Error)  # a failed lookup, a deadline that passed:
+            else psycopg2.OperationalError(f"{type(exc).__name__}: {exc}")
+        )
+        raise DBAPIError.instance(
+            statement, params, error, psycopg2.Error, dialect=dialect
+        ) from exc
+    finally:
+        watch.stop()
+        if connection is not None:
+            connection.close()
+
+
+class _Watch:
+    """The event loop's watch on one connection's socket, waking the coroutine that drives it.
+
+    Each add_reader/remove_reader pair costs the loop about five syscalls (uvloop checks the fd
+    and makes it non-blocking first), and a login and a statement wait four or five times. When
+    libpq keeps one socket for the whole login (`one_socket`) the socket is watched for reading
+    from the first wait to the end, and for writing only while libpq waits to write. Otherwise
+    (libpq may close its socket and open another, with the same number, while it logs in) each
+    wait adds and removes its own watch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, one_socket: bool) -> None:
+        self._loop = loop
+        self._one_socket = one_socket
+        self._reading: int | None = None  # the fd watched for reading
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def ready(self, connection: Any) -> None:
+        """Drive psycopg2's poll() until the connection is idle."""
+        loop = self._loop
+        while (state := connection.poll()) != POLL_OK:
+            fd = connection.fileno()
+            if self._reading != fd:
+                self.stop()
+                loop.add_reader(fd, self._wake)
+                self._reading = fd
+            self._waiter = waiter = loop.create_future()
+            if state == POLL_WRITE:
+                loop.add_writer(fd, self._wake)
+                try:
+                    await waiter
+                finally:
+                    loop.remove_writer(fd)
+            elif state == POLL_READ:
+                await waiter
+            else:  # pragma: no cover - poll() raises rather than answer anything else
+                raise psycopg2.OperationalError(f"unexpected poll state {state}")
+            if not self._one_socket:
+                self.stop()
+
+    def stop(self) -> None:
+        if self._reading is not None:
+            self._loop.remove_reader(self._reading)
+            self._reading = None
+
+
+class _LoopTarget:
+    """Where fetch_one_async logs in. libpq looks a host name up inside PQconnectPoll, blocking
+    the event loop for as long as the resolver takes, so a name is looked up here, off the loop
+    (the loop's getaddrinfo), at most once per RESOLVE_SECONDS and again after a failed login,
+    and given to libpq as `hostaddr` (the name stays `host`, for TLS verification). An address,
+    a Unix socket directory or no host at all needs no lookup."""
+
+    RESOLVE_SECONDS = 10.0
+
+    def __init__(
+        self, dsn: str, host: str | None, port: int, connect_timeout: float, one_socket: bool
+    ) -> None:
+        self._dsn = dsn
+        self._host = host  # None: nothing to look up
+        self._port = port
+        self.connect_timeout = connect_timeout
+        self.one_socket = one_socket  # see _Watch
+        self._resolved: str | None = None if host else dsn
+        self._expires = 0.0
+
+    @classmethod
+    def of(cls, dsn: str, params: Mapping[str, Any]) -> _LoopTarget | None:
+        """None where libpq must choose among hosts itself (several, or from PGHOST)."""
+        host = params.get("host")
+        hostaddr = params.get("hostaddr")
+        if host is not None and not isinstance(host, str):
+            return None
+        if not host and (os.environ.get("PGHOST") or os.environ.get("PGHOSTADDR")):
+            return None
+        if (host and "," in host) or (isinstance(hostaddr, str) and "," in hostaddr):
+            return None
+        timeout = float(params.get("connect_timeout") or 0) or 30.0
+        # libpq opens a second socket only to fall back from TLS or GSS encryption to plain.
+        ssl = params.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
+        gss = params.get("gssencmode") or os.environ.get("PGGSSENCMODE") or "prefer"
+        one_socket = ssl in {"disable", "require", "verify-ca", "verify-full"} and gss == "disable"
+        if not host or host.startswith("/") or hostaddr or _is_address(host):
+            return cls(dsn, None, 0, timeout, one_socket)
+        return cls(dsn, host, int(params.get("port") or 5432), timeout, one_socket)
+
+    async def dsn(self) -> str:
+        if self._host is None:
+            return self._dsn
+        if self._resolved is not None and time.monotonic() < self._expires:
+            return self._resolved
+        loop = asyncio.get_running_loop()
+        found = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        if not found:
+            raise OSError(f"no address for {self._host}")
+        address = str(found[0][4][0])
+        self._resolved = make_dsn(self._dsn, hostaddr=address)
+        self._expires = time.monotonic() + self.RESOLVE_SECONDS
+        return self._resolved
+
+    def forget(self) -> None:
+        if self._host is not None:
+            self._resolved = None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def _engine(request: Request) -> Engine:

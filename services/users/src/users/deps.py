@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy import bindparam, select
 
 from shop_common.auth import AdminOnly, CurrentUser, InvalidToken, Principal
-from shop_common.db import ReaderDep, SessionDep, compiled_sql, fetch_one
+from shop_common.db import ReaderDep, SessionDep, compiled_sql, fetch_one_async
 from users.accounts.schemas import UserRead
 from users.auth.client_ip import client_ip
 from users.auth.service import AuthContext
@@ -71,11 +71,11 @@ _SIGNED_IN_ACCOUNT = compiled_sql(
 )
 
 
-def _signed_in_account(principal: CurrentUser, reader: ReaderDep) -> UserRead:
-    """The same checks as CurrentAccount on ONE statement in AUTOCOMMIT (ReaderDep): one threadpool
-    hop, one round trip, no transaction. The row is one snapshot, so the activity and the token
-    version it checks are those of the columns it answers with."""
-    row = fetch_one(reader, _SIGNED_IN_ACCOUNT, {"id": principal.id})
+async def _signed_in_account(principal: CurrentUser, reader: ReaderDep) -> UserRead:
+    """The same checks as CurrentAccount on ONE statement in AUTOCOMMIT (ReaderDep) on the event
+    loop (fetch_one_async): no thread, one round trip, no transaction. The row is one snapshot, so
+    the activity and the token version it checks are those of the columns it answers with."""
+    row = await fetch_one_async(reader, _SIGNED_IN_ACCOUNT, {"id": principal.id})
     account = (
         None if row is None else SimpleNamespace(**dict(zip(_SIGNED_IN_COLUMNS, row, strict=True)))
     )
@@ -83,7 +83,7 @@ def _signed_in_account(principal: CurrentUser, reader: ReaderDep) -> UserRead:
 
 
 # SignedInAccount: the account as the API shows it, for a handler that only shows it (an async
-# handler then costs no further hop): GET /users/me.
+# handler: then the request runs no thread at all): GET /users/me.
 SignedInAccount = Annotated[UserRead, Depends(_signed_in_account)]
 
 

@@ -1,7 +1,8 @@
 """One product by id, sku or slug: the hot public read. One statement (product, its category and its
-tags, aggregated in a subquery), compiled once at import and run in autocommit on a connection of
-the reader's pool (shop_common.db.fetch_one), so a read is one round trip with no BEGIN/COMMIT and no ORM; the answer is the same ProductRead as the
-ORM path in service.py builds (tags ordered by name, like the relationship's order_by)."""
+tags, aggregated in a subquery), compiled once at import and run in autocommit on a fresh connection
+on the event loop (shop_common.db.fetch_one_async), so a read is one round trip with no
+BEGIN/COMMIT, no ORM and no thread; the answer is the same ProductRead as the ORM path in
+service.py builds (tags ordered by name, like the relationship's order_by)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from catalog.models import Category, Product, Tag, product_tags
 from catalog.products.exceptions import ProductNotFound
 from catalog.products.schemas import ProductRead
-from shop_common.db import compiled_sql, fetch_one
+from shop_common.db import compiled_sql, fetch_one_async
 
 
 def _read_sql(condition: ColumnElement[bool]) -> str:
@@ -96,26 +97,26 @@ def _product(row: tuple[Any, ...]) -> ProductRead:
     )
 
 
-def read_product(reader: Engine, product_id: int) -> ProductRead:
-    row = fetch_one(reader, _BY_ID, {"key": product_id})
+async def read_product(reader: Engine, product_id: int) -> ProductRead:
+    row = await fetch_one_async(reader, _BY_ID, {"key": product_id})
     if row is None:
         raise ProductNotFound(f"no product with id {product_id}")
     return _product(row)
 
 
-def read_product_by_sku(reader: Engine, sku: str) -> ProductRead:
+async def read_product_by_sku(reader: Engine, sku: str) -> ProductRead:
     if "\x00" in sku:  # PostgreSQL text cannot hold NUL, so no product has it
         raise ProductNotFound("no product with this sku")
-    row = fetch_one(reader, _BY_SKU, {"key": sku})
+    row = await fetch_one_async(reader, _BY_SKU, {"key": sku})
     if row is None:
         raise ProductNotFound(f"no product with sku {sku!r}")
     return _product(row)
 
 
-def read_product_by_slug(reader: Engine, slug: str) -> ProductRead:
+async def read_product_by_slug(reader: Engine, slug: str) -> ProductRead:
     if "\x00" in slug:
         raise ProductNotFound("no product with this slug")
-    row = fetch_one(reader, _BY_SLUG, {"key": slug})
+    row = await fetch_one_async(reader, _BY_SLUG, {"key": slug})
     if row is None:
         raise ProductNotFound(f"no product with slug {slug!r}")
     return _product(row)

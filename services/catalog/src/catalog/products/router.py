@@ -113,18 +113,18 @@ def get_product_stats_by_category(session: SessionDep) -> list[CategoryStats]:
 
 
 @router.get("/by-sku/{sku}", response_model=ProductRead)
-def get_product_by_sku(sku: Annotated[str, Path(max_length=64)], reader: ReaderDep) -> Response:
-    return _json(product_lookup.read_product_by_sku(reader, sku))
+async def get_product_by_sku(sku: Annotated[str, Path(max_length=64)], reader: ReaderDep) -> Response:
+    return _json(await product_lookup.read_product_by_sku(reader, sku))
 
 
 @router.get("/by-slug/{slug}", response_model=ProductRead)
-def get_product_by_slug(slug: Annotated[str, Path(max_length=200)], reader: ReaderDep) -> Response:
-    return _json(product_lookup.read_product_by_slug(reader, slug))
+async def get_product_by_slug(slug: Annotated[str, Path(max_length=200)], reader: ReaderDep) -> Response:
+    return _json(await product_lookup.read_product_by_slug(reader, slug))
 
 
 @router.get("/{product_id}", response_model=ProductRead)
-def get_product(product_id: ProductId, reader: ReaderDep) -> Response:
-    return _json(product_lookup.read_product(reader, product_id))
+async def get_product(product_id: ProductId, reader: ReaderDep) -> Response:
+    return _json(await product_lookup.read_product(reader, product_id))
 
 
 @router.put("/{product_id}")
