@@ -113,12 +113,16 @@ def get_product_stats_by_category(session: SessionDep) -> list[CategoryStats]:
 
 
 @router.get("/by-sku/{sku}", response_model=ProductRead)
-async def get_product_by_sku(sku: Annotated[str, Path(max_length=64)], reader: ReaderDep) -> Response:
+async def get_product_by_sku(
+    sku: Annotated[str, Path(max_length=64)], reader: ReaderDep
+) -> Response:
     return _json(await product_lookup.read_product_by_sku(reader, sku))
 
 
 @router.get("/by-slug/{slug}", response_model=ProductRead)
-async def get_product_by_slug(slug: Annotated[str, Path(max_length=200)], reader: ReaderDep) -> Response:
+async def get_product_by_slug(
+    slug: Annotated[str, Path(max_length=200)], reader: ReaderDep
+) -> Response:
     return _json(await product_lookup.read_product_by_slug(reader, slug))
 
 

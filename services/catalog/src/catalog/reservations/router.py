@@ -35,7 +35,7 @@ def _settings(request: Request) -> CatalogSettings:
 
 
 @router.post("", status_code=201, response_model=ReservationRead)
-def create_reservation(
+async def create_reservation(
     body: ReservationCreate,
     engine: EngineDep,
     reader: ReaderDep,
@@ -51,10 +51,11 @@ def create_reservation(
     ] = False,
 ) -> Response:
     ttl = _settings(request).reservation_ttl_seconds
-    # The service commits in this thread (hot rows: the reason TransactionFactoryDep exists, see
+    # The service owns its commits (hot rows: the reason TransactionFactoryDep exists, see
     # shop_common.db), with no ORM Session on this hot path: one product is one statement on the
-    # AUTOCOMMIT reader, several products a Core transaction on the engine.
-    reservation = reservation_service.create_reservation(
+    # AUTOCOMMIT reader, on the event loop; several products a Core transaction on the engine, in
+    # a worker thread.
+    reservation = await reservation_service.create_reservation(
         engine, reader, body, default_ttl_seconds=ttl, commit=commit
     )
     # Serialized once, here (response_model keeps the OpenAPI): the commit has happened.

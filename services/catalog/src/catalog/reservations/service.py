@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import (
     UUID,
     Connection,
@@ -51,7 +52,7 @@ from catalog.reservations.exceptions import (
     UnknownProducts,
 )
 from catalog.reservations.schemas import ReservationCreate, ReservationRead
-from shop_common.db import compiled_sql, constraint_name, fetch_one
+from shop_common.db import compiled_sql, constraint_name, fetch_one_async
 
 _NO_SYNC = {"synchronize_session": False}
 # Core tables for the statements of the hot path that need no ORM unit of work.
@@ -229,7 +230,7 @@ _TAKE_LINE = compiled_sql(
 )
 
 
-def create_reservation(
+async def create_reservation(
     engine: Engine,
     reader: Engine,
     data: ReservationCreate,
@@ -246,21 +247,35 @@ def create_reservation(
     retry of a call whose answer was lost) is committed like commit_reservation does. Either way
     the caller learns the outcome from the answer's status, as with /commit.
 
-    Owns its transactions, committed in this thread (the product rows are hot): one product is one
-    statement on `reader` (AUTOCOMMIT); several products, and whatever that statement cannot settle
-    alone, take one transaction on `engine`."""
+    Owns its transactions (the product rows are hot: each commits where it runs, holding its row
+    locks no longer than its statements): one product is one statement on `reader` (AUTOCOMMIT),
+    on the event loop (fetch_one_async); several products, and whatever that statement cannot
+    settle alone, take one transaction on `engine` in a worker thread."""
     wanted = data.quantities()
     ttl = timedelta(seconds=data.ttl_seconds or default_ttl_seconds)
     status = ReservationStatus.COMMITTED if commit else ReservationStatus.HELD
     if len(wanted) == 1:
-        reserved = _reserve_one(reader, data, wanted, ttl=ttl, status=status)
+        reserved = await _reserve_one(reader, data, wanted, ttl=ttl, status=status)
         if reserved is not None:
             return reserved
+    return await run_in_threadpool(
+        _reserve_in_transaction, engine, data, wanted, ttl, status, commit
+    )
+
+
+def _reserve_in_transaction(
+    engine: Engine,
+    data: ReservationCreate,
+    wanted: dict[int, int],
+    ttl: timedelta,
+    status: ReservationStatus,
+    commit: bool,
+) -> ReservationRead:
     with engine.begin() as connection:
         return _reserve(connection, data, wanted, ttl=ttl, status=status, commit=commit)
 
 
-def _reserve_one(
+async def _reserve_one(
     reader: Engine,
     data: ReservationCreate,
     wanted: dict[int, int],
@@ -282,7 +297,7 @@ def _reserve_one(
         "ttl": ttl,
     }
     try:
-        row = fetch_one(reader, _RESERVE_ONE, params)
+        row = await fetch_one_async(reader, _RESERVE_ONE, params)
     except IntegrityError as exc:
         if constraint_name(exc) == "pk_reservations":  # the same id, inserted concurrently
             return None
