@@ -234,3 +234,16 @@ class TestOneWritePerResponse:
             assert data.endswith(b"\r\n\r\n")
         finally:
             sock.close()
+
+    def test_a_websocket_upgrade_is_left_to_uvicorn(self, server: int) -> None:
+        """No response cycle is made for an upgrade: uvicorn's WebSocket protocol takes over. The
+        app here never accepts one, so uvicorn answers 500, as it does without the guard."""
+        sock = _connect(server)
+        try:
+            sock.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert _answer(sock)[0] == 500
+        finally:
+            sock.close()

@@ -280,9 +280,10 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
     the engine's connect_timeout for the login, then STATEMENT_DEADLINE_SECONDS for the statement;
     past it, an OperationalError (the central 503).
 
-    For reads: a write whose deadline passes may still commit, and its caller could not tell.
-    Where this cannot run on the loop it runs fetch_one in the threadpool: a pooled engine, before
-    the engine's first connection has been set up, or a URL with several hosts."""
+    For reads, and for writes whose caller resolves an unknown outcome: a write whose deadline
+    passes may still commit (catalog's one-product reservation: orders takes its 503 as "maybe
+    reserved"). Where this cannot run on the loop it runs fetch_one in the threadpool: a pooled
+    engine, before the engine's first connection has been set up, or a URL with several hosts."""
     one_dsn = _UNPOOLED.get(reader.pool)
     target = None if one_dsn is None or not one_dsn.set_up else one_dsn.loop_target
     if target is None:
@@ -315,9 +316,8 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
             if isinstance(exc, psycopg2.Error)  # a failed lookup, a deadline that passed:
             else psycopg2.OperationalError(f"{type(exc).__name__}: {exc}")
         )
-        raise DBAPIError.instance(
-            statement, params, error, psycopg2.Error, dialect=dialect
-        ) from exc
+        shown = None if statement is None else params  # a failed login ran nothing
+        raise DBAPIError.instance(statement, shown, error, psycopg2.Error, dialect=dialect) from exc
     finally:
         watch.stop()
         if connection is not None:
@@ -405,7 +405,7 @@ class _LoopTarget:
             return None
         if (host and "," in host) or (isinstance(hostaddr, str) and "," in hostaddr):
             return None
-        timeout = float(params.get("connect_timeout") or 0) or 30.0
+        timeout = float(params.get("connect_timeout") or 0) or 30.0  # libpq's 0 waits forever
         # libpq opens a second socket only to fall back from TLS or GSS encryption to plain.
         ssl = params.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
         gss = params.get("gssencmode") or os.environ.get("PGGSSENCMODE") or "prefer"

@@ -191,9 +191,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""
         self._cancel_head_timer()
+        before = self.cycle
         super().on_headers_complete()
-        cycle: Any = self.cycle  # the request's, just made
-        cycle.transport = _OneWriteTransport(self.transport, cycle)
+        if self.cycle is not before:  # a new request (not a WebSocket upgrade: no cycle for it)
+            cycle: Any = self.cycle
+            cycle.transport = _OneWriteTransport(self.transport, cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
