@@ -220,6 +220,34 @@ def test_a_statement_past_its_deadline_is_a_503(
     assert time.monotonic() - started < 1.5
 
 
+def test_no_more_connections_at_once_than_the_bound(
+    scratch_db: str, run: Runner[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shop_common.db, "MAX_LOOP_CONNECTIONS", 2)
+    engine = make_engine(scratch_db, connect_args={"connect_timeout": 1})
+    reader = make_reader(engine)
+    assert fetch_one(reader, "SELECT 1", {}) == (1,)
+    marker = f"/* {uuid.uuid4()} */"
+    seen: list[int] = []
+
+    async def five_then_count() -> list[Any]:
+        reads = [fetch_one_async(reader, f"SELECT pg_sleep(0.6), 1 {marker}", {}) for _ in range(5)]
+        tasks = [asyncio.ensure_future(read) for read in reads]
+        while not all(task.done() for task in tasks):
+            seen.append(_backends_that_ran(engine, marker))  # blocking: between loop turns
+            await asyncio.sleep(0.1)
+        return [task.exception() or task.result() for task in tasks]
+
+    results = run(five_then_count())
+
+    assert max(seen) == 2
+    assert [type(r) for r in results[:2]] == [tuple, tuple]  # the first two, at once
+    # A login waits for a slot within its connect_timeout (1 s): the third and fourth got one
+    # after 0.6 s; the fifth would have got one after 1.2 s, past its deadline: a 503.
+    assert [type(r) for r in results] == [tuple, tuple, tuple, tuple, OperationalError]
+    engine.dispose()
+
+
 def test_a_cancelled_read_closes_its_connection(scratch_db: str, run: Runner[Any]) -> None:
     engine = make_engine(scratch_db)  # direct: its backends can be seen
     reader = make_reader(engine)

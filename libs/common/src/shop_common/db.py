@@ -269,6 +269,20 @@ def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any])
 # silent.
 STATEMENT_DEADLINE_SECONDS = 15.0
 
+# fetch_one_async's bound: connections it holds at once per event loop (one loop per worker
+# process). The threadpool bounded fetch_one the same way (anyio's 40 threads), so moving a
+# statement onto the loop lets no more logins reach PgBouncer at once than before. A login waits
+# for a slot within its own deadline (connect_timeout), then it is the 503 of a login that failed.
+MAX_LOOP_CONNECTIONS = 40
+_LOOP_SLOTS: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
+
+
+def _slots(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    slots = _LOOP_SLOTS.get(loop)
+    if slots is None:
+        slots = _LOOP_SLOTS[loop] = asyncio.Semaphore(MAX_LOOP_CONNECTIONS)
+    return slots
+
 
 async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -> FirstRow:
     """fetch_one for an async handler, with no thread: the login and the statement run on a
@@ -276,9 +290,10 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
     nothing else holds no worker thread and costs no thread switches (GET /users/me, GET
     /products/{id}; docs/PERFORMANCE.md). The same contract as fetch_one: one statement in
     autocommit on a fresh connection of a NullPool engine, the pool's `connect` and the engine's
-    `before_cursor_execute` listeners run, errors raised as SQLAlchemy's. Every wait has a deadline:
-    the engine's connect_timeout for the login, then STATEMENT_DEADLINE_SECONDS for the statement;
-    past it, an OperationalError (the central 503).
+    `before_cursor_execute` listeners run, errors raised as SQLAlchemy's. At most
+    MAX_LOOP_CONNECTIONS of these hold a connection at once per event loop. Every wait has a
+    deadline: the engine's connect_timeout for a slot and the login, then
+    STATEMENT_DEADLINE_SECONDS for the statement; past it, an OperationalError (the central 503).
 
     For reads, and for writes whose caller resolves an unknown outcome: a write whose deadline
     passes may still commit (catalog's one-product reservation: orders takes its 503 as "maybe
@@ -290,11 +305,14 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
         return await run_in_threadpool(fetch_one, reader, sql, params)
     dialect = reader.dialect
     loop = asyncio.get_running_loop()
+    slots = _slots(loop)
     watch = _Watch(loop, target.one_socket)
     connection: Any = None
     statement: str | None = None  # None until logged in: a failed login ran no statement
+    slot = False
     try:
         async with asyncio.timeout(target.connect_timeout) as deadline:
+            slot = await slots.acquire()
             connection = psycopg2.extensions.connection(await target.dsn(), async_=True)
             await watch.ready(connection)
             statement = sql
@@ -322,6 +340,8 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
         watch.stop()
         if connection is not None:
             connection.close()
+        if slot:
+            slots.release()
 
 
 class _Watch:
