@@ -270,9 +270,9 @@ def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any])
 STATEMENT_DEADLINE_SECONDS = 15.0
 
 # fetch_one_async's bound: connections it holds at once per event loop (one loop per worker
-# process). The threadpool bounded fetch_one the same way (anyio's 40 threads), so moving a
-# statement onto the loop lets no more logins reach PgBouncer at once than before. A login waits
-# for a slot within its own deadline (connect_timeout), then it is the 503 of a login that failed.
+# process), the same bound the threadpool puts on the threaded paths (anyio's 40 threads). A
+# login waits for a slot within its own deadline (connect_timeout), then it is the 503 of a login
+# that failed.
 MAX_LOOP_CONNECTIONS = 40
 _LOOP_SLOTS: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = WeakKeyDictionary()
 
