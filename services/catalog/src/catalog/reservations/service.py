@@ -258,21 +258,12 @@ async def create_reservation(
         reserved = await _reserve_one(reader, data, wanted, ttl=ttl, status=status)
         if reserved is not None:
             return reserved
-    return await run_in_threadpool(
-        _reserve_in_transaction, engine, data, wanted, ttl, status, commit
-    )
 
+    def in_one_transaction() -> ReservationRead:  # opened and committed in the worker thread
+        with engine.begin() as connection:
+            return _reserve(connection, data, wanted, ttl=ttl, status=status, commit=commit)
 
-def _reserve_in_transaction(
-    engine: Engine,
-    data: ReservationCreate,
-    wanted: dict[int, int],
-    ttl: timedelta,
-    status: ReservationStatus,
-    commit: bool,
-) -> ReservationRead:
-    with engine.begin() as connection:
-        return _reserve(connection, data, wanted, ttl=ttl, status=status, commit=commit)
+    return await run_in_threadpool(in_one_transaction)
 
 
 async def _reserve_one(
