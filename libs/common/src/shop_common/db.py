@@ -103,8 +103,7 @@ class _OneDsn:
         # The connection class itself: psycopg2.connect() would parse the DSN again to check it
         # (it was checked when built), 15 µs a login.
         connection = psycopg2.extensions.connection(dsn)
-        for listener in pool.dispatch.connect:  # the first-connect one ran on the first
-            listener(connection, None)
+        _set_up(connection, pool)
         return connection
 
 
@@ -255,9 +254,22 @@ def _fetch_pooled(reader: Engine, sql: str, params: Mapping[str, Any]) -> FirstR
     return row
 
 
-def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any]) -> FirstRow:
-    for listener in reader.dispatch.before_cursor_execute:  # none in production
+def _set_up(connection: Any, pool: Pool) -> None:
+    """What `pool` does with a connection it made: its `connect` listeners (the dialect's
+    per-connection setup, and any a test added; the first-connect one ran on the first)."""
+    for listener in pool.dispatch.connect:
+        listener(connection, None)
+
+
+def _announce(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any]) -> None:
+    """The engine's `before_cursor_execute` listeners (none in production; count_queries), with
+    no Connection and no context, as fetch_one and fetch_one_async run a statement without them."""
+    for listener in reader.dispatch.before_cursor_execute:
         listener(None, cursor, sql, params, None, False)
+
+
+def _first_row(reader: Engine, cursor: Any, sql: str, params: Mapping[str, Any]) -> FirstRow:
+    _announce(reader, cursor, sql, params)
     cursor.execute(sql, params)
     row = cursor.fetchone()
     return None if row is None else tuple(row)
@@ -317,11 +329,9 @@ async def fetch_one_async(reader: Engine, sql: str, params: Mapping[str, Any]) -
             await watch.ready(connection)
             statement = sql
             deadline.reschedule(loop.time() + STATEMENT_DEADLINE_SECONDS)
-            for listener in reader.pool.dispatch.connect:
-                listener(connection, None)
+            _set_up(connection, reader.pool)
             cursor = connection.cursor()
-            for listener in reader.dispatch.before_cursor_execute:  # none in production
-                listener(None, cursor, sql, params, None, False)
+            _announce(reader, cursor, sql, params)
             cursor.execute(sql, params)
             await watch.ready(connection)
             row = cursor.fetchone()
