@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg2
 import pytest
 from psycopg2 import errorcodes
 from sqlalchemy.engine import make_url
 
+from shop_dev.bootstrap import bootstrap_roles, create_database, drop_database
+from shop_dev.defaults import role_passwords
 from shop_dev.testing import ShopDatabase
 
 
@@ -88,3 +94,38 @@ def test_pgbouncer_reuses_one_server_connection_for_successive_clients(
 
     assert len(pids) == 1  # pooled: every new client login got the same backend
     assert len(direct_pids) == 3  # direct: a new backend per connection
+
+
+def test_two_databases_bootstrapped_at_once_both_get_their_roles(shop_db: ShopDatabase) -> None:
+    """Roles are the cluster's: two stacks starting side by side (bench/ab.py, two test sessions)
+    run roles.sql at the same moment on the same role rows. Without the lock roles.sql takes
+    first, one of them failed with 'tuple concurrently updated'."""
+    names = [f"shop_twin_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    for name in names:
+        create_database(shop_db.cluster, name)
+    try:
+        with ThreadPoolExecutor(len(names)) as pool:
+            for _ in range(8):
+                start = threading.Barrier(len(names))
+
+                def bootstrap(name: str, start: threading.Barrier = start) -> None:
+                    start.wait(10)
+                    bootstrap_roles(shop_db.cluster, name, role_passwords())
+
+                for done in [pool.submit(bootstrap, name) for name in names]:
+                    done.result(timeout=60)
+        for name in names:
+            owners = _query(
+                shop_db.cluster.dsn_for(name).replace("postgresql://", "postgresql+psycopg2://"),
+                "SELECT n.nspname, r.rolname FROM pg_namespace n JOIN pg_roles r"
+                " ON r.oid = n.nspowner WHERE n.nspname IN ('users', 'catalog', 'orders')"
+                " ORDER BY 1",
+            )
+            assert owners == [
+                ("catalog", "catalog_svc"),
+                ("orders", "orders_svc"),
+                ("users", "users_svc"),
+            ]
+    finally:
+        for name in names:
+            drop_database(shop_db.cluster, name)

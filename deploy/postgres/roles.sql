@@ -14,6 +14,11 @@ DECLARE
     db text := current_database();
     timeout text := coalesce(nullif(current_setting('shop.statement_timeout', true), ''), '5s');
 BEGIN
+    -- Roles are the cluster's, not this database's: two runs at once (two stacks starting side by
+    -- side, on two databases) would update the same role rows and one would fail with "tuple
+    -- concurrently updated". This lock on the shared catalog is cluster-wide and conflicts with
+    -- itself, so runs take turns (until this block's transaction ends); logins only read pg_authid.
+    LOCK TABLE pg_catalog.pg_authid IN SHARE ROW EXCLUSIVE MODE;
     FOREACH svc IN ARRAY ARRAY['users', 'catalog', 'orders'] LOOP
         role_name := svc || '_svc';
         pw := current_setting('shop.' || svc || '_password', true);

@@ -100,6 +100,8 @@ def bootstrap_roles(
             cur.execute(
                 "SELECT set_config('shop.statement_timeout', %s, false)", (statement_timeout,)
             )
+            # roles.sql waits for another run's lock (runs take turns); not forever.
+            cur.execute("SET lock_timeout = '30s'")
             cur.execute(ROLES_SQL.read_text())
     finally:
         conn.close()
