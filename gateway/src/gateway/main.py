@@ -30,7 +30,7 @@ from gateway.ratelimit import make_rate_limiter
 from shop_common.errors import install_problem_handlers
 from shop_common.logs import configure_logging, log_access, reset_request_id, set_request_id
 from shop_common.middleware import RequestMetrics, incoming_request_id
-from shop_common.server import MULTIPROC_DIR, metrics_registry
+from shop_common.server import MULTIPROC_DIR, metrics_registry, settle_heap
 
 
 class Gateway:
@@ -131,6 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
             if settings.metrics_port is not None
             else None
         )
+        settle_heap()
         try:
             yield
         finally:

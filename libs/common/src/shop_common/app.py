@@ -24,6 +24,7 @@ from shop_common.health import ReadinessProbe, alembic_heads, health_router
 from shop_common.logs import configure_logging
 from shop_common.middleware import RequestContextMiddleware
 from shop_common.revocation import RedisStamps, async_redis
+from shop_common.server import settle_heap
 from shop_common.settings import ShopSettings
 
 log = logging.getLogger("shop.app")
@@ -111,9 +112,11 @@ def build_service_app(spec: ServiceSpec, settings: ShopSettings) -> FastAPI:
             )
             try:
                 if spec.extra_lifespan is None:
+                    settle_heap()
                     yield
                 else:
                     async with spec.extra_lifespan(app):
+                        settle_heap()
                         yield
             finally:
                 engine.dispose()
