@@ -256,10 +256,11 @@ def settle_heap() -> None:
     """Once per process, at the end of its app's startup (the services' and the gateway's
     lifespan): collect startup's garbage, then move every object still alive (modules, the app,
     its routes and models, SQLAlchemy's tables) into the collector's permanent generation
-    (`gc.freeze`). Full collections then walk only what requests left behind: an orders worker's
-    took 160-180 ms with the whole heap to walk, every request in the process stalled behind it,
-    and 4-13 ms frozen (docs/PERFORMANCE.md). Later calls (a test process builds many apps) do
-    nothing: what the first app froze stays, the rest is collected as before."""
+    (`gc.freeze`). Full collections then walk only what requests left behind. In an orders
+    worker under load one took 160-180 ms with the whole heap to walk, and every request in the
+    process waited behind it; frozen, 4-13 ms (docs/PERFORMANCE.md). Later calls (a test process
+    builds many apps) do nothing: what the first app froze stays, the rest is collected as
+    before."""
     global _heap_settled
     if _heap_settled:
         return
