@@ -36,7 +36,7 @@ import httpcore
 import httpx
 import uvloop
 
-from gateway.client import UpstreamPool
+from shop_common.upstream import UpstreamPool
 from shop_dev.processes import free_port
 
 sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]

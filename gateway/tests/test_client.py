@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from gateway.client import UpstreamBusy, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
+from shop_common.upstream import UpstreamBusy, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
 # (request number on this connection, reader, writer) -> None
@@ -146,8 +146,9 @@ def test_get_on_a_dropped_keepalive_connection_is_retried_once() -> None:
 def test_post_on_a_dropped_keepalive_connection_is_not_retried() -> None:
     async def scenario(pool: UpstreamPool, upstream: Upstream) -> int:
         await fetch(pool, "POST", b"{}")
-        with pytest.raises(UpstreamUnreachable):
+        with pytest.raises(UpstreamUnreachable) as caught:
             await fetch(pool, "POST", b"{}")
+        assert caught.value.sent  # written to a connection that then closed: maybe acted on
         return upstream.connections
 
     assert run(_closes_on_second_request, scenario) == 1
@@ -157,8 +158,9 @@ def test_silent_upstream_times_out() -> None:
     async def script(_: int, __: asyncio.StreamReader, ___: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    with pytest.raises(UpstreamTimeout):
+    with pytest.raises(UpstreamTimeout) as caught:
         run(script, lambda pool, _: fetch(pool), read_timeout=0.3)
+    assert caught.value.sent
 
 
 def test_refused_connection_is_unreachable() -> None:
@@ -168,8 +170,9 @@ def test_refused_connection_is_unreachable() -> None:
         )
         await fetch(pool)
 
-    with pytest.raises(UpstreamUnreachable):
+    with pytest.raises(UpstreamUnreachable) as caught:
         asyncio.run(scenario())
+    assert not caught.value.sent  # nothing was written: the upstream cannot have acted on it
 
 
 def test_pool_size_bounds_the_connections_in_use() -> None:
@@ -326,8 +329,9 @@ def test_waiting_for_a_connection_is_bounded() -> None:
         slow = asyncio.ensure_future(fetch(pool))
         await asyncio.sleep(0.1)
         try:
-            with pytest.raises(UpstreamBusy):
+            with pytest.raises(UpstreamBusy) as caught:
                 await fetch(pool)
+            assert not caught.value.sent
         finally:
             await slow
 

@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gateway.client import UpstreamError, UpstreamResponse, UpstreamTimeout
 from gateway.openapi import MergedSpec, Spec
 from gateway.proxy import Upstreams
 from shop_common.docs import DOCS_PATHS, docs_router
 from shop_common.errors import problem_response
+from shop_common.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 # /metrics is not here: it is served on its own listener (METRICS_PORT, gateway.metrics).
 CONTROL_PATHS = frozenset(

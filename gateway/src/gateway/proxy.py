@@ -1,6 +1,6 @@
 """The hot path: a plain ASGI handler that sends a request to its upstream and streams the answer back.
 
-One pooled client per upstream (gateway.client, built in the lifespan). A request body is read
+One pooled client per upstream (shop_common.upstream, built in the lifespan). A request body is read
 whole from the client (bounded in size and time) before an upstream connection is taken, so a
 slow client holds only its own socket. Headers stay bytes from the ASGI server to the upstream
 socket and back; nothing is retried except an idempotent request (or a POST with an
@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from fastapi.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.client import Headers, UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 from gateway.config import GatewaySettings
 from gateway.ratelimit import RateLimiter
 from gateway.routing import resolve
 from shop_common.errors import problem_response
+from shop_common.upstream import Headers, UpstreamBusy, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("gateway.proxy")
 

@@ -34,7 +34,10 @@ SMALL_BODY_BYTES = 64 * 1024
 
 
 class UpstreamError(Exception):
-    pass
+    """`sent`: whether any byte of the request may have reached the upstream (False: it was never
+    written, so the upstream cannot have acted on it; set by UpstreamPool.request)."""
+
+    sent = True
 
 
 class UpstreamTimeout(UpstreamError):
@@ -432,7 +435,12 @@ class UpstreamPool:
         if self._in_use < self._size and not self._waiting:
             self._in_use += 1  # a slot is free: taken without a task switch
         else:
-            await self._acquire_slot()  # all in use: wait, but not forever
+            try:
+                await self._acquire_slot()  # all in use: wait, but not forever
+            except UpstreamError as exc:
+                exc.sent = False
+                raise
+        written = False  # by any attempt: after that, the upstream may have acted on it
         try:
             conn = self._take_idle()
             reused = conn is not None
@@ -440,6 +448,7 @@ class UpstreamPool:
                 if conn is None:
                     conn = await self._connect()
                 conn.begin(method)
+                written = True
                 try:
                     if body is None or isinstance(body, bytes):
                         drain = conn.write_nowait(preamble + body if body else preamble)
@@ -460,8 +469,10 @@ class UpstreamPool:
                     raise
                 return UpstreamResponse(self, conn, method, timeout)
             raise AssertionError("unreachable")  # pragma: no cover
-        except BaseException:
+        except BaseException as exc:
             self._release_slot()
+            if isinstance(exc, UpstreamError):
+                exc.sent = written
             raise
 
     @staticmethod
