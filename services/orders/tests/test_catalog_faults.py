@@ -6,6 +6,7 @@ behaviour of the real catalog is covered by the other test files and the stack t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from orders.catalog_client import (
     MAX_ANSWER_BYTES,
+    AsyncCatalogReserver,
     HttpCatalogClient,
     Reservation,
     ReservationCursor,
@@ -138,47 +140,104 @@ def _held(seen: Seen, status: str = "held") -> dict[str, Any]:
     }
 
 
+class _Blocking:
+    """An AsyncCatalogReserver called from the test's thread: one event loop for all its calls
+    (the connections its pool keeps belong to that loop)."""
+
+    def __init__(self, reserver: AsyncCatalogReserver) -> None:
+        self._reserver = reserver
+        self._runner = asyncio.Runner()
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Reservation:
+        return self._runner.run(self._reserver.reserve(*args, **kwargs))
+
+    def close(self) -> None:
+        self._reserver.close()
+        self._runner.close()
+
+
+ClientMaker = Callable[..., "HttpCatalogClient | _Blocking"]
+
+
+@pytest.fixture(params=["threaded", "async"])
+def make_client(request: pytest.FixtureRequest) -> Iterator[ClientMaker]:
+    made: list[HttpCatalogClient | _Blocking] = []
+
+    def make(
+        fake: FakeCatalog, *, retries: int = 2, read: float = 0.5
+    ) -> HttpCatalogClient | _Blocking:
+        client: HttpCatalogClient | _Blocking
+        if request.param == "threaded":
+            client = _client(fake, retries=retries, read=read)
+        else:
+            client = _Blocking(
+                AsyncCatalogReserver(
+                    base_url=fake.url,
+                    connect_timeout_seconds=0.5,
+                    read_timeout_seconds=read,
+                    service_token="t" * 20,
+                    retries=retries,
+                    backoff_seconds=0.01,
+                )
+            )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
 class TestClientRetries:
+    """Both clients of catalog: the threaded one (urllib3; everything but placement) and the one
+    placement awaits on the event loop (AsyncCatalogReserver), to the same contract."""
+
     def test_5xx_is_retried_with_the_same_reservation_id_then_unavailable(
-        self, fake_catalog: FakeCatalog
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
     ) -> None:
         rid = uuid.uuid4()
 
         with pytest.raises(CatalogUnavailable):
-            _client(fake_catalog, retries=2).reserve(rid, [ReservationLine(5, 1)])
+            make_client(fake_catalog, retries=2).reserve(rid, [ReservationLine(5, 1)])
 
         posts = fake_catalog.calls("/internal/reservations")
         assert len(posts) == 3
         assert {p.body["reservation_id"] for p in posts} == {str(rid)}
         assert all(p.headers["X-Service-Token"] == "t" * 20 for p in posts)
 
-    def test_a_transient_5xx_is_absorbed_by_a_retry(self, fake_catalog: FakeCatalog) -> None:
+    def test_a_transient_5xx_is_absorbed_by_a_retry(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         fake_catalog.behaviour = lambda seen, n: (
             (503, {}, 0.0) if n == 1 else (201, _held(seen), 0.0)
         )
 
-        reservation = _client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 2)])
+        reservation = make_client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 2)])
 
         assert isinstance(reservation, Reservation)
         assert reservation.status == "held"
         assert len(fake_catalog.seen) == 2
 
-    def test_4xx_is_never_retried(self, fake_catalog: FakeCatalog) -> None:
+    def test_4xx_is_never_retried(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         short = [{"product_id": 5, "requested": 2, "available": 1}]
         fake_catalog.behaviour = lambda seen, n: (409, {"short": short}, 0.0)
 
         with pytest.raises(InsufficientStock) as caught:
-            _client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 2)])
+            make_client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 2)])
 
         assert caught.value.extensions == {"short": short}
         assert len(fake_catalog.seen) == 1
 
-    def test_a_read_timeout_is_retried_and_bounded(self, fake_catalog: FakeCatalog) -> None:
+    def test_a_read_timeout_is_retried_and_bounded(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         fake_catalog.behaviour = lambda seen, n: (201, {}, 2.0)
         started = time.monotonic()
 
         with pytest.raises(CatalogUnavailable):
-            _client(fake_catalog, retries=1, read=0.3).reserve(
+            make_client(fake_catalog, retries=1, read=0.3).reserve(
                 uuid.uuid4(), [ReservationLine(5, 1)]
             )
 
@@ -187,43 +246,49 @@ class TestClientRetries:
         assert 0.6 <= elapsed < 1.5
 
     def test_an_unreadable_answer_is_unavailable_not_a_crash(
-        self, fake_catalog: FakeCatalog
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
     ) -> None:
         fake_catalog.behaviour = lambda seen, n: (201, {"unexpected": True}, 0.0)
 
         with pytest.raises(CatalogUnavailable):
-            _client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+            make_client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
 
-    def test_an_oversized_answer_is_not_read_whole(self, fake_catalog: FakeCatalog) -> None:
+    def test_an_oversized_answer_is_not_read_whole(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         huge = "x" * (MAX_ANSWER_BYTES + 1)
         fake_catalog.behaviour = lambda seen, n: (201, {"padding": huge}, 0.0)
 
         with pytest.raises(CatalogUnavailable) as caught:
-            _client(fake_catalog, retries=0).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+            make_client(fake_catalog, retries=0).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
 
         assert caught.value.outcome_unknown  # catalog answered: it may have reserved
 
-    def test_a_refused_connection_is_known_never_sent(self) -> None:
-        client = _client(FakeCatalog(url=f"http://127.0.0.1:{free_port()}"), retries=1)
+    def test_a_refused_connection_is_known_never_sent(self, make_client: ClientMaker) -> None:
+        client = make_client(FakeCatalog(url=f"http://127.0.0.1:{free_port()}"), retries=1)
 
         with pytest.raises(CatalogUnavailable) as caught:
             client.reserve(uuid.uuid4(), [ReservationLine(5, 1)])
 
         assert not caught.value.outcome_unknown
 
-    def test_a_read_timeout_may_have_been_delivered(self, fake_catalog: FakeCatalog) -> None:
+    def test_a_read_timeout_may_have_been_delivered(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         fake_catalog.behaviour = lambda seen, n: (201, {}, 1.0)
 
         with pytest.raises(CatalogUnavailable) as caught:
-            _client(fake_catalog, retries=0, read=0.2).reserve(
+            make_client(fake_catalog, retries=0, read=0.2).reserve(
                 uuid.uuid4(), [ReservationLine(5, 1)]
             )
 
         assert caught.value.outcome_unknown
 
-    def test_a_call_keeps_its_connection_for_the_next(self, fake_catalog: FakeCatalog) -> None:
+    def test_a_call_keeps_its_connection_for_the_next(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
         fake_catalog.behaviour = lambda seen, n: (201, _held(seen), 0.0)
-        client = _client(fake_catalog)
+        client = make_client(fake_catalog)
 
         for _ in range(3):
             client.reserve(uuid.uuid4(), [ReservationLine(5, 1)])

@@ -8,11 +8,13 @@ are never retried. The worst-case duration of one call is OrdersSettings.catalog
 
 The transport is urllib3's connection pool (bounded, keep-alive, a deadline on the wait for a free
 connection), not httpx: one call cost 0.38 ms of CPU through httpx's transport and 0.19 ms through
-urllib3 (bench/client_cost.py), and every order makes one."""
+urllib3 (bench/client_cost.py). The placement flow's own call, reserve, is AsyncCatalogReserver's:
+the same contract on the event loop, so that an order takes no worker thread."""
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import uuid
@@ -26,7 +28,9 @@ from urllib.parse import quote
 import urllib3
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 from tenacity import (
+    AsyncRetrying,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -36,6 +40,7 @@ from urllib3.exceptions import ConnectTimeoutError, EmptyPoolError, HTTPError
 
 from orders.exceptions import CatalogUnavailable, InsufficientStock, UnknownProducts
 from shop_common.middleware import propagation_headers
+from shop_common.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("orders.catalog")
 
@@ -136,6 +141,45 @@ class CatalogClient(Protocol):
         """Held and committed reservations in (updated_at, id) order after `after`, at most
         `limit` of them, without their lines (the reconciliation pass pages through them)."""
         ...
+
+
+class Reserver(Protocol):
+    """The placement flow's catalog call, awaited on the event loop (AsyncCatalogReserver; a
+    CatalogClient in a worker thread through ThreadedReserver)."""
+
+    async def reserve(
+        self,
+        reservation_id: uuid.UUID,
+        lines: Sequence[ReservationLine],
+        ttl_seconds: int | None = None,
+        *,
+        commit: bool = False,
+    ) -> Reservation:
+        """CatalogClient.reserve's contract."""
+        ...
+
+
+class ThreadedReserver:
+    """A CatalogClient's reserve in a worker thread: for a client given to create_app (the fault
+    tests inject one), which then serves placement as it serves the rest."""
+
+    def __init__(self, client: CatalogClient) -> None:
+        self._client = client
+
+    async def reserve(
+        self,
+        reservation_id: uuid.UUID,
+        lines: Sequence[ReservationLine],
+        ttl_seconds: int | None = None,
+        *,
+        commit: bool = False,
+    ) -> Reservation:
+        return await run_in_threadpool(
+            functools.partial(self._client.reserve, commit=commit),
+            reservation_id,
+            lines,
+            ttl_seconds,
+        )
 
 
 # Failures that happen before a request leaves: catalog cannot have acted on it. (urllib3 opens a
@@ -260,26 +304,8 @@ class HttpCatalogClient:
         *,
         commit: bool = False,
     ) -> Reservation:
-        body: dict[str, Any] = {
-            "reservation_id": str(reservation_id),
-            "items": [{"product_id": ln.product_id, "quantity": ln.quantity} for ln in lines],
-        }
-        if ttl_seconds is not None:
-            body["ttl_seconds"] = ttl_seconds
-        path = "/internal/reservations?commit=true" if commit else "/internal/reservations"
-        response = self._send("POST", path, payload=body)
-        if response.status_code in (200, 201):
-            return _reservation(response)
-        problem = _problem(response)
-        if response.status_code == 409 and "short" in problem:
-            short = problem["short"] if isinstance(problem["short"], list) else []
-            raise InsufficientStock("not enough stock for some of the products", short=short)
-        if response.status_code in (404, 422):
-            raise UnknownProducts(
-                str(problem.get("detail") or "some products are unknown or inactive"),
-                **_product_ids(problem),
-            )
-        raise _unexpected(response)
+        path, body = _reserve_request(reservation_id, lines, ttl_seconds, commit)
+        return _reserved(self._send("POST", path, payload=body))
 
     def commit(self, reservation_id: uuid.UUID) -> None:
         response = self._send("POST", f"/internal/reservations/{reservation_id}/commit")
@@ -316,6 +342,145 @@ class HttpCatalogClient:
         except ValidationError as exc:
             log.error("catalog answered an unreadable reservation page: %s", exc)
             raise CatalogUnavailable("the catalog service gave an unexpected answer") from exc
+
+
+def _reserve_request(
+    reservation_id: uuid.UUID,
+    lines: Sequence[ReservationLine],
+    ttl_seconds: int | None,
+    commit: bool,
+) -> tuple[str, dict[str, Any]]:
+    body: dict[str, Any] = {
+        "reservation_id": str(reservation_id),
+        "items": [{"product_id": ln.product_id, "quantity": ln.quantity} for ln in lines],
+    }
+    if ttl_seconds is not None:
+        body["ttl_seconds"] = ttl_seconds
+    return ("/internal/reservations?commit=true" if commit else "/internal/reservations"), body
+
+
+def _reserved(response: Answer) -> Reservation:
+    """What catalog's answer to a reserve call means (both clients)."""
+    if response.status_code in (200, 201):
+        return _reservation(response)
+    problem = _problem(response)
+    if response.status_code == 409 and "short" in problem:
+        short = problem["short"] if isinstance(problem["short"], list) else []
+        raise InsufficientStock("not enough stock for some of the products", short=short)
+    if response.status_code in (404, 422):
+        raise UnknownProducts(
+            str(problem.get("detail") or "some products are unknown or inactive"),
+            **_product_ids(problem),
+        )
+    raise _unexpected(response)
+
+
+class AsyncCatalogReserver:
+    """The placement flow's one call, `reserve`, on the event loop: no worker thread for it.
+
+    The same contract as HttpCatalogClient.reserve (service token, request id, bounded retries
+    with the same reservation id, 4xx never retried, never-sent failures told apart from ones that
+    may have reached catalog, answers over MAX_ANSWER_BYTES refused). The transport is
+    shop_common.upstream's pool (asyncio + httptools, keep-alive, a bound on the calls in flight,
+    the wait for a free one within the connect timeout), the gateway's own client."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        connect_timeout_seconds: float,
+        read_timeout_seconds: float,
+        service_token: str,
+        retries: int,
+        backoff_seconds: float,
+        max_connections: int = 100,
+    ) -> None:
+        self._pool = UpstreamPool(
+            base_url,
+            connect_timeout=connect_timeout_seconds,
+            read_timeout=read_timeout_seconds,
+            keepalive_seconds=4.0,  # under uvicorn's 5 s: catalog never closes one we reuse
+            size=max_connections,
+            acquire_timeout=connect_timeout_seconds,
+        )
+        self._token = service_token.encode()
+        wait = wait_exponential(multiplier=backoff_seconds, max=max(backoff_seconds * 8, 0.001))
+        retry = retry_if_exception_type((UpstreamError, _TooLarge, _Retryable))
+        self._retries = retries
+        self._wait = wait
+        self._retry = retry
+
+    def close(self) -> None:
+        self._pool.close()
+
+    async def reserve(
+        self,
+        reservation_id: uuid.UUID,
+        lines: Sequence[ReservationLine],
+        ttl_seconds: int | None = None,
+        *,
+        commit: bool = False,
+    ) -> Reservation:
+        path, body = _reserve_request(reservation_id, lines, ttl_seconds, commit)
+        return _reserved(await self._send("POST", path, to_json(body)))
+
+    async def _send(self, method: str, path: str, body: bytes) -> Answer:
+        headers = [  # named as the sync client names them
+            (b"X-Service-Token", self._token),
+            (b"Content-Type", b"application/json"),
+            *((k.encode(), v.encode()) for k, v in propagation_headers().items()),
+        ]
+        target = path.encode()
+        delivered = False  # may any attempt have reached catalog (and been acted on)?
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retries + 1),
+            wait=self._wait,
+            retry=self._retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        answer = await self._exchange(method, target, body, headers)
+                    except UpstreamError as exc:
+                        delivered = delivered or exc.sent
+                        raise
+                    except _TooLarge:
+                        delivered = True
+                        raise
+                    if answer.status_code >= 500:
+                        delivered = True
+                        raise _Retryable(answer)
+                    return answer
+        except (UpstreamError, _TooLarge, _Retryable) as exc:
+            log.warning("catalog %s %s failed: %s", method, path, exc)
+            raise CatalogUnavailable(
+                "the catalog service is unavailable; retry later", outcome_unknown=delivered
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def _exchange(
+        self, method: str, target: bytes, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> Answer:
+        response = await self._pool.request(method, target, headers, body)
+        try:
+            declared = response.content_length
+            if declared is not None and declared > MAX_ANSWER_BYTES:
+                raise _TooLarge(f"catalog's answer exceeds {MAX_ANSWER_BYTES} bytes")
+            content = response.body_if_complete()
+            if content is None:
+                parts: list[bytes] = []
+                size = 0
+                async for part in response.chunks():
+                    size += len(part)
+                    if size > MAX_ANSWER_BYTES:  # checked before the part is kept
+                        raise _TooLarge(f"catalog's answer exceeds {MAX_ANSWER_BYTES} bytes")
+                    parts.append(part)
+                content = b"".join(parts)
+        finally:
+            response.release()  # an unread rest: the connection is closed, not pooled
+        return Answer(response.status, content, method, target.decode())
 
 
 def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from orders.catalog_client import CatalogClient
+from orders.catalog_client import CatalogClient, Reserver
 from orders.config import OrdersSettings
 from orders.users_client import UsersClient
 
@@ -14,6 +14,11 @@ from orders.users_client import UsersClient
 async def _catalog(request: Request) -> CatalogClient:
     catalog: CatalogClient = request.app.state.catalog
     return catalog
+
+
+async def _reserver(request: Request) -> Reserver:
+    reserver: Reserver = request.app.state.reserver
+    return reserver
 
 
 async def _users(request: Request) -> UsersClient:
@@ -27,5 +32,6 @@ async def _settings(request: Request) -> OrdersSettings:
 
 
 CatalogDep = Annotated[CatalogClient, Depends(_catalog)]
+ReserverDep = Annotated[Reserver, Depends(_reserver)]
 UsersDep = Annotated[UsersClient, Depends(_users)]
 SettingsDep = Annotated[OrdersSettings, Depends(_settings)]

@@ -12,7 +12,12 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from orders.catalog_client import CatalogClient, HttpCatalogClient
+from orders.catalog_client import (
+    AsyncCatalogReserver,
+    CatalogClient,
+    HttpCatalogClient,
+    ThreadedReserver,
+)
 from orders.config import OrdersSettings
 from orders.db import SCHEMA
 from orders.recovery import recovery_thread
@@ -43,11 +48,22 @@ def create_app(
             retries=resolved.catalog_retries,
             backoff_seconds=resolved.catalog_backoff_seconds,
         )
+        reserver = AsyncCatalogReserver(
+            base_url=resolved.catalog_url,
+            connect_timeout_seconds=resolved.catalog_connect_timeout_seconds,
+            read_timeout_seconds=resolved.catalog_read_timeout_seconds,
+            service_token=token,
+            retries=resolved.catalog_retries,
+            backoff_seconds=resolved.catalog_backoff_seconds,
+        )
         with (
             closing(http_catalog),
+            closing(reserver),
             httpx.Client(timeout=users_timeout, limits=limits) as client,
         ):
             app.state.catalog = catalog or http_catalog
+            # Placement's reserve on the event loop; an injected client serves it in a thread.
+            app.state.reserver = reserver if catalog is None else ThreadedReserver(catalog)
             app.state.users = UsersClient(
                 client,
                 base_url=resolved.users_url,

@@ -28,7 +28,12 @@ the normal intermediate state. A committed reservation still belongs to exactly 
 id is unique to the order), which either completes (this flow or recovery) or is released.
 
 Every write after step 2 is conditional on the order still being `placing`, so this flow and the
-recovery job can never both decide the fate of one order."""
+recovery job can never both decide the fate of one order.
+
+Steps 2 to 4 run on the event loop (fetch_one_async, AsyncCatalogReserver): the usual order takes
+no worker thread. A write on the loop whose deadline passes may still commit; both are settled
+here as before: a `placing` insert that failed leaves at most an order that catalog never saw
+(the recovery job fails it), and a completion that failed is 202 (OutcomeUnknown)."""
 
 from __future__ import annotations
 
@@ -61,8 +66,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
-from orders.catalog_client import CatalogClient, Reservation, ReservationLine, ReservationStatus
+from orders.catalog_client import (
+    CatalogClient,
+    Reservation,
+    ReservationLine,
+    ReservationStatus,
+    Reserver,
+)
 from orders.config import OrdersSettings
 from orders.exceptions import (
     ActingForOtherUser,
@@ -79,7 +91,7 @@ from orders.exceptions import (
 from orders.models import Order, OrderItem, OrderStatus
 from orders.schemas import OrderCreate, OrderRead
 from shop_common.auth import Principal
-from shop_common.db import compiled_sql, constraint_name, fetch_one
+from shop_common.db import compiled_sql, constraint_name, fetch_one_async
 
 log = logging.getLogger("orders.placement")
 
@@ -137,30 +149,37 @@ class _KeyTaken(Exception):
     """Another request of this user holds the idempotency key."""
 
 
-def place_order(
+async def place_order(
     factory: sessionmaker[Session],
     autocommit: Engine,
     catalog: CatalogClient,
+    reserver: Reserver,
     settings: OrdersSettings,
     principal: Principal,
     data: OrderCreate,
     idempotency_key: str | None,
 ) -> Placed:
+    """The flow above. Its usual path (the `placing` insert, the reservation, the completion) runs
+    on the event loop: two statements with fetch_one_async and the catalog call with `reserver`,
+    so an order takes no worker thread. What is rarer (an Idempotency-Key's lookup and replay, an
+    undo, a catalog without `?commit`) runs the sync helpers in a worker thread."""
     user_id = _owner(principal, data.user_id)
     request_hash = _request_hash(user_id, data) if idempotency_key is not None else None
     order: _Placing | None = None
     for _ in range(3):  # a concurrent request took the key between our two reads: replay it
         if idempotency_key is not None:
             try:
-                existing = _find_by_key(factory, user_id, idempotency_key)
+                existing = await run_in_threadpool(_find_by_key, factory, user_id, idempotency_key)
                 if existing is not None:
-                    return _replay(factory, settings, existing, request_hash)
+                    return await run_in_threadpool(
+                        _replay, factory, settings, existing, request_hash
+                    )
             except DBAPIError as exc:  # an earlier request with this key may have an order
                 raise OrderStateUnknown(
                     "what became of this Idempotency-Key cannot be read now; replay it later"
                 ) from exc
         try:
-            order = _insert_placing(autocommit, user_id, idempotency_key, request_hash)
+            order = await _insert_placing(autocommit, user_id, idempotency_key, request_hash)
             break
         except _KeyTaken:
             continue
@@ -169,52 +188,68 @@ def place_order(
 
     lines = [ReservationLine(item.product_id, item.quantity) for item in data.items]
     try:
-        reservation = catalog.reserve(
+        reservation = await reserver.reserve(
             order.reservation_id, lines, settings.reservation_ttl_seconds, commit=True
         )
     except (InsufficientStock, UnknownProducts):
-        _close_unplaced(factory, order.id, OrderStatus.REJECTED)  # catalog took nothing
+        # catalog took nothing
+        await run_in_threadpool(_close_unplaced, factory, order.id, OrderStatus.REJECTED)
         raise
     except CatalogUnavailable as exc:
-        _undo(factory, catalog, order, OrderStatus.FAILED, known_untouched=not exc.outcome_unknown)
+        await run_in_threadpool(
+            _undo, factory, catalog, order, OrderStatus.FAILED, not exc.outcome_unknown
+        )
         raise
 
     try:
         _check_matches(reservation, lines)
         total = order_total(reservation)
     except OrderTooLarge:
-        _undo(factory, catalog, order, OrderStatus.REJECTED)
+        await run_in_threadpool(_undo, factory, catalog, order, OrderStatus.REJECTED)
         raise
     except CatalogUnavailable:
-        _undo(factory, catalog, order, OrderStatus.FAILED)
+        await run_in_threadpool(_undo, factory, catalog, order, OrderStatus.FAILED)
         raise
 
     if reservation.status is not ReservationStatus.COMMITTED:  # a catalog without ?commit
-        try:
-            catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
-        except CatalogUnavailable:
-            # Committed or not, a release settles it (it restocks a committed reservation too).
-            _undo(factory, catalog, order, OrderStatus.FAILED)
-            raise
+        await run_in_threadpool(_commit_or_undo, factory, catalog, order)
     try:
         written, params = _completion(order.id, reservation, total)
-        placed = _completed(order.id, total, written, fetch_one(autocommit, _COMPLETE, params))
+        row = await fetch_one_async(autocommit, _COMPLETE, params)
+        placed = _completed(order.id, total, written, row)
     except DBAPIError:
         # Sold in catalog; whether our transaction committed is unknown. The recovery job
         # completes the order from the committed reservation: it is not failed, it is pending.
         log.warning("order %s: the final transaction failed; recovery completes it", order.id)
         raise OutcomeUnknown(order.as_order()) from None
     if placed is None:  # the recovery job decided this order meanwhile
-        try:
-            status = _status_of(factory, order.id)
-            if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
-                raise CatalogUnavailable("placing the order took too long; it was abandoned")
-            if status is not OrderStatus.PLACING:
-                return Placed(OrderRead.model_validate(load_order(factory, order.id)), False)
-        except DBAPIError:
-            pass
-        raise OutcomeUnknown(order.as_order())
+        return await run_in_threadpool(_decided_meanwhile, factory, order)
     return Placed(placed, replayed=False)
+
+
+def _commit_or_undo(
+    factory: sessionmaker[Session], catalog: CatalogClient, order: _Placing
+) -> None:
+    try:
+        catalog.commit(order.reservation_id)  # ReservationGone (expired meanwhile) included
+    except CatalogUnavailable:
+        # Committed or not, a release settles it (it restocks a committed reservation too).
+        _undo(factory, catalog, order, OrderStatus.FAILED)
+        raise
+
+
+def _decided_meanwhile(factory: sessionmaker[Session], order: _Placing) -> Placed:
+    """The completion found the order no longer `placing`: answer what the recovery job made of
+    it, or 202 while that cannot be read."""
+    try:
+        status = _status_of(factory, order.id)
+        if status is OrderStatus.FAILED:  # recovery found it released: nothing sold
+            raise CatalogUnavailable("placing the order took too long; it was abandoned")
+        if status is not OrderStatus.PLACING:
+            return Placed(OrderRead.model_validate(load_order(factory, order.id)), False)
+    except DBAPIError:
+        pass
+    raise OutcomeUnknown(order.as_order())
 
 
 def _owner(principal: Principal, user_id: int | None) -> int:
@@ -245,13 +280,13 @@ def _find_by_key(factory: sessionmaker[Session], user_id: int, key: str) -> Orde
         )
 
 
-def _insert_placing(
+async def _insert_placing(
     autocommit: Engine, user_id: int, key: str | None, request_hash: str | None
 ) -> _Placing:
     for _ in range(5):
         number, reservation_id = new_order_number(), uuid.uuid4()
         try:
-            row = fetch_one(
+            row = await fetch_one_async(
                 autocommit,
                 _INSERT_PLACING,
                 {
@@ -478,7 +513,6 @@ def _undo(
     catalog: CatalogClient,
     order: _Placing,
     status: OrderStatus,
-    *,
     known_untouched: bool = False,
 ) -> None:
     """Release the reservation, then close the order as `status`. When the release cannot be

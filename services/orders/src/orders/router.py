@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from orders import placement, recovery
 from orders import service as order_service
-from orders.deps import CatalogDep, SettingsDep, UsersDep
+from orders.deps import CatalogDep, ReserverDep, SettingsDep, UsersDep
 from orders.models import OrderStatus
 from orders.reconciliation import Reconciler
 from orders.schemas import (
@@ -84,18 +84,19 @@ UserFilter = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
         },
     },
 )
-def create_order(
+async def create_order(
     body: OrderCreate,
     user: CurrentUser,
     factory: TransactionFactoryDep,
     autocommit: ReaderDep,  # placement's one-statement writes: see placement.py
     catalog: CatalogDep,
+    reserver: ReserverDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     try:
-        placed = placement.place_order(
-            factory, autocommit, catalog, settings, user, body, idempotency_key
+        placed = await placement.place_order(
+            factory, autocommit, catalog, reserver, settings, user, body, idempotency_key
         )
     except placement.OutcomeUnknown as unknown:
         headers = {
