@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 from orders.catalog_client import (
     MAX_ANSWER_BYTES,
     AsyncCatalogReserver,
+    CatalogCalls,
     HttpCatalogClient,
     Reservation,
     ReservationCursor,
@@ -111,8 +112,8 @@ def fake_catalog() -> Iterator[FakeCatalog]:
     server.server_close()
 
 
-def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCatalogClient:
-    return HttpCatalogClient(
+def _calls(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> CatalogCalls:
+    return CatalogCalls(
         base_url=fake.url,
         connect_timeout_seconds=0.5,
         read_timeout_seconds=read,
@@ -120,6 +121,10 @@ def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCa
         retries=retries,
         backoff_seconds=0.01,
     )
+
+
+def _client(fake: FakeCatalog, *, retries: int = 2, read: float = 0.5) -> HttpCatalogClient:
+    return HttpCatalogClient(**_calls(fake, retries=retries, read=read))
 
 
 def _held(seen: Seen, status: str = "held") -> dict[str, Any]:
@@ -170,16 +175,7 @@ def make_client(request: pytest.FixtureRequest) -> Iterator[ClientMaker]:
         if request.param == "threaded":
             client = _client(fake, retries=retries, read=read)
         else:
-            client = _Blocking(
-                AsyncCatalogReserver(
-                    base_url=fake.url,
-                    connect_timeout_seconds=0.5,
-                    read_timeout_seconds=read,
-                    service_token="t" * 20,
-                    retries=retries,
-                    backoff_seconds=0.01,
-                )
-            )
+            client = _Blocking(AsyncCatalogReserver(**_calls(fake, retries=retries, read=read)))
         made.append(client)
         return client
 

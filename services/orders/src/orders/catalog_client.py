@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 from urllib.parse import quote
 
 import urllib3
@@ -214,6 +214,22 @@ class _TooLarge(HTTPError):
     """An answer over MAX_ANSWER_BYTES (read no further)."""
 
 
+class CatalogCalls(TypedDict):
+    """How both clients call catalog (their keyword arguments, from OrdersSettings)."""
+
+    base_url: str
+    connect_timeout_seconds: float
+    read_timeout_seconds: float
+    service_token: str
+    retries: int
+    backoff_seconds: float
+
+
+def _backoff(backoff_seconds: float) -> Any:
+    """The wait between attempts: doubling from backoff_seconds, at most eight times it."""
+    return wait_exponential(multiplier=backoff_seconds, max=max(backoff_seconds * 8, 0.001))
+
+
 class HttpCatalogClient:
     def __init__(
         self,
@@ -239,7 +255,7 @@ class HttpCatalogClient:
         self._prefix = (urllib3.util.parse_url(base_url).path or "").rstrip("/")
         self._token = service_token
         # Built once (their per-call state is thread-local in tenacity): with and without retries.
-        wait = wait_exponential(multiplier=backoff_seconds, max=max(backoff_seconds * 8, 0.001))
+        wait = _backoff(backoff_seconds)
         retry = retry_if_exception_type((*_TRANSPORT_ERRORS, _Retryable))
         self._retrying = Retrying(
             stop=stop_after_attempt(retries + 1), wait=wait, retry=retry, reraise=True
@@ -404,11 +420,9 @@ class AsyncCatalogReserver:
             acquire_timeout=connect_timeout_seconds,
         )
         self._token = service_token.encode()
-        wait = wait_exponential(multiplier=backoff_seconds, max=max(backoff_seconds * 8, 0.001))
-        retry = retry_if_exception_type((UpstreamError, _TooLarge, _Retryable))
         self._retries = retries
-        self._wait = wait
-        self._retry = retry
+        self._wait = _backoff(backoff_seconds)
+        self._retry = retry_if_exception_type((UpstreamError, _TooLarge, _Retryable))
 
     def close(self) -> None:
         self._pool.close()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orders.catalog_client import (
     AsyncCatalogReserver,
+    CatalogCalls,
     CatalogClient,
     HttpCatalogClient,
     ThreadedReserver,
@@ -40,7 +41,7 @@ def create_app(
         token = resolved.internal_api_token.get_secret_value()
         users_timeout = httpx.Timeout(resolved.users_timeout_seconds)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
-        http_catalog = HttpCatalogClient(
+        to_catalog = CatalogCalls(
             base_url=resolved.catalog_url,
             connect_timeout_seconds=resolved.catalog_connect_timeout_seconds,
             read_timeout_seconds=resolved.catalog_read_timeout_seconds,
@@ -48,14 +49,8 @@ def create_app(
             retries=resolved.catalog_retries,
             backoff_seconds=resolved.catalog_backoff_seconds,
         )
-        reserver = AsyncCatalogReserver(
-            base_url=resolved.catalog_url,
-            connect_timeout_seconds=resolved.catalog_connect_timeout_seconds,
-            read_timeout_seconds=resolved.catalog_read_timeout_seconds,
-            service_token=token,
-            retries=resolved.catalog_retries,
-            backoff_seconds=resolved.catalog_backoff_seconds,
-        )
+        http_catalog = HttpCatalogClient(**to_catalog)
+        reserver = AsyncCatalogReserver(**to_catalog)
         with (
             closing(http_catalog),
             closing(reserver),
