@@ -197,7 +197,12 @@ async def place_order(
         raise
     except CatalogUnavailable as exc:
         await run_in_threadpool(
-            _undo, factory, catalog, order, OrderStatus.FAILED, not exc.outcome_unknown
+            _undo,
+            factory,
+            catalog,
+            order,
+            OrderStatus.FAILED,
+            known_untouched=not exc.outcome_unknown,
         )
         raise
 
@@ -513,6 +518,7 @@ def _undo(
     catalog: CatalogClient,
     order: _Placing,
     status: OrderStatus,
+    *,
     known_untouched: bool = False,
 ) -> None:
     """Release the reservation, then close the order as `status`. When the release cannot be
