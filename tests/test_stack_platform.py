@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
+import psycopg2
 import pytest
+from sqlalchemy import make_url
 
 from shop_dev.testing import RunningStack
 
@@ -39,6 +42,28 @@ def test_each_service_is_ready_with_migrations_at_head(stack: RunningStack, serv
     assert checks["database"]["status"] == "ok"
     assert checks["migrations"]["status"] == "ok"
     assert checks["migrations"]["current"] == checks["migrations"]["expected"] != []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_logs_in_through_pgbouncers_unix_socket(
+    stack: RunningStack, service: str
+) -> None:
+    url = make_url(stack.env(service)["DATABASE_URL"])
+    socket_dir, port = url.query["host"], url.query["port"]
+    assert isinstance(socket_dir, str)
+    assert isinstance(port, str)
+
+    assert url.host is None  # no TCP address: libpq takes `host` as the socket's directory
+    assert (Path(socket_dir) / f".s.PGSQL.{port}").is_socket()
+    connection = psycopg2.connect(
+        host=socket_dir, port=port, user=url.username, password=url.password, dbname=url.database
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            assert cursor.fetchone() == (f"{service}_svc",)
+    finally:
+        connection.close()
 
 
 def test_losing_pgbouncer_makes_services_unready_and_they_recover_without_restart(

@@ -181,7 +181,8 @@ def test_pgbouncer_restart_under_load_fails_fast_and_recovers_without_restarts(
 
 
 def _refusing_bouncer(stack: RunningStack) -> PgBouncer:
-    """A PgBouncer on the stack's port whose databases point at a port nobody listens on."""
+    """A PgBouncer on the stack's port and socket whose databases point at a port nobody listens
+    on."""
     closed = free_port()
     original = stack.pgbouncer
     databases = {
@@ -194,6 +195,7 @@ def _refusing_bouncer(stack: RunningStack) -> PgBouncer:
         databases=databases,
         users=original.users,
         listen_addr=original.host,
+        socket_dir=original.socket_dir,  # where the services log in
     )
 
 

@@ -46,19 +46,23 @@ def run(request: pytest.FixtureRequest) -> Runner[Any]:
     return runner
 
 
-@pytest.fixture(params=["one socket", "libpq may reconnect"])
+@pytest.fixture(params=["unix socket", "tcp", "libpq may reconnect"])
 def bouncer(request: pytest.FixtureRequest, shop_db: ShopDatabase) -> Iterator[Engine]:
-    """users' URL through the real PgBouncer; as the services have it (sslmode and gssencmode
-    disabled: the socket is watched from the first wait to the last), and without them (libpq
-    could fall back to a second socket: each wait watches its own)."""
-    url = make_url(shop_db.bouncer_url("users"))
-    if request.param != "one socket":
+    """users' URL through the real PgBouncer: as the local stack's services have it (its Unix
+    socket), as compose's have it (TCP, sslmode and gssencmode disabled): both watch the socket
+    from the first wait to the last; and TCP without those options (libpq could fall back to a
+    second socket: each wait watches its own)."""
+    if request.param == "unix socket":
+        url = make_url(shop_db.bouncer_url("users"))
+    else:
+        url = make_url(shop_db.bouncer_tcp_url("users"))
+    if request.param == "libpq may reconnect":
         url = url.difference_update_query(["sslmode", "gssencmode"])
     engine = make_engine(url.render_as_string(hide_password=False))
     assert fetch_one(make_reader(engine), "SELECT 1", {}) == (1,)  # sets the engine up
     target = _UNPOOLED[engine.pool].loop_target
     assert target is not None
-    assert target.one_socket is (request.param == "one socket")
+    assert target.one_socket is (request.param != "libpq may reconnect")
     yield engine
     engine.dispose()
 
@@ -170,7 +174,7 @@ class _Gate:
 
 @pytest.fixture
 def gate(shop_db: ShopDatabase) -> Iterator[tuple[_Gate, Engine]]:
-    url = make_url(shop_db.bouncer_url("users"))
+    url = make_url(shop_db.bouncer_tcp_url("users"))
     assert url.host is not None
     assert url.port is not None
     gate = _Gate(url.host, url.port)
@@ -270,7 +274,7 @@ def test_a_cancelled_read_closes_its_connection(scratch_db: str, run: Runner[Any
 def test_a_host_name_is_looked_up_off_the_loop_and_given_as_hostaddr(
     shop_db: ShopDatabase, run: Runner[Any]
 ) -> None:
-    url = make_url(shop_db.bouncer_url("users"))
+    url = make_url(shop_db.bouncer_tcp_url("users"))
     engine = make_engine(url.set(host="localhost").render_as_string(hide_password=False))
     reader = make_reader(engine)
     assert fetch_one(reader, "SELECT 1", {}) == (1,)
@@ -289,7 +293,8 @@ def test_a_host_name_is_looked_up_off_the_loop_and_given_as_hostaddr(
     [
         ({"host": "127.0.0.1", "sslmode": "disable", "gssencmode": "disable"}, {}, (False, True)),
         ({"host": "db.internal", "sslmode": "disable", "gssencmode": "disable"}, {}, (True, True)),
-        ({"host": "/run/postgresql"}, {}, (False, False)),  # prefer, prefer: may fall back
+        ({"host": "/run/postgresql"}, {}, (False, True)),  # a Unix socket: no TLS, no GSS
+        ({"host": "/run/pg", "sslmode": "prefer"}, {"PGGSSENCMODE": "prefer"}, (False, True)),
         ({"host": "db", "sslmode": "verify-full"}, {"PGGSSENCMODE": "disable"}, (True, True)),
         ({"host": "db", "hostaddr": "10.0.0.5", "sslmode": "require"}, {}, (False, False)),
         ({"host": "a,b"}, {}, None),  # several hosts: libpq's failover, in a thread

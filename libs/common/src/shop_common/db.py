@@ -436,11 +436,15 @@ class _LoopTarget:
         if (host and "," in host) or (isinstance(hostaddr, str) and "," in hostaddr):
             return None
         timeout = float(params.get("connect_timeout") or 0) or 30.0  # libpq's 0 waits forever
-        # libpq opens a second socket only to fall back from TLS or GSS encryption to plain.
+        # libpq opens a second socket only to fall back from TLS or GSS encryption to plain, and
+        # tries neither over a Unix socket (a host naming a directory).
         ssl = params.get("sslmode") or os.environ.get("PGSSLMODE") or "prefer"
         gss = params.get("gssencmode") or os.environ.get("PGGSSENCMODE") or "prefer"
-        one_socket = ssl in {"disable", "require", "verify-ca", "verify-full"} and gss == "disable"
-        if not host or host.startswith("/") or hostaddr or _is_address(host):
+        unix = host is not None and host.startswith("/") and not hostaddr
+        one_socket = unix or (
+            ssl in {"disable", "require", "verify-ca", "verify-full"} and gss == "disable"
+        )
+        if not host or unix or hostaddr or _is_address(host):
             return cls(dsn, None, 0, timeout, one_socket)
         return cls(dsn, host, int(params.get("port") or 5432), timeout, one_socket)
 

@@ -56,14 +56,18 @@ class PgBouncer:
         databases: Mapping[str, str],
         users: Mapping[str, str],
         listen_addr: str = "127.0.0.1",
+        socket_dir: Path | None = None,
         pool_size: int = 20,
         auth_type: str = "md5",
     ) -> None:
         """`databases`: name → libpq connection string of the real database (host=... dbname=...).
-        `users`: role → plaintext password (auth_type md5: ~0.7 ms per login, see docs)."""
+        `users`: role → plaintext password (auth_type md5: ~0.7 ms per login, see docs).
+        It listens on `listen_addr`:`port` and on a Unix socket (`.s.PGSQL.<port>`) in
+        `socket_dir` (default: `workdir`), which the local stack's services log in through."""
         self.workdir = workdir
         self.port = port
         self.host = listen_addr
+        self.socket_dir = workdir if socket_dir is None else socket_dir
         self.databases = dict(databases)
         self.users = dict(users)
         self.pool_size = pool_size
@@ -89,7 +93,7 @@ class PgBouncer:
 [pgbouncer]
 listen_addr = {self.host}
 listen_port = {self.port}
-unix_socket_dir =
+unix_socket_dir = {self.socket_dir}
 auth_type = {self.auth_type}
 auth_file = {self.workdir / "userlist.txt"}
 pool_mode = transaction

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import URL
+
 from shop_dev.bootstrap import (
     SERVICES,
     Cluster,
@@ -28,9 +30,10 @@ from shop_dev.pgbouncer import PgBouncer
 from shop_dev.processes import APPS, ServiceProcess, busy_ports, free_port, stop_processes
 
 PROCESS_NAMES = ("users", "catalog", "orders", "gateway")
-# libpq options of the services' runtime URL, as in docker-compose.yml and deploy/k8s: this
-# PgBouncer has no TLS and no GSSAPI, so libpq need not ask for either on every (NullPool) login
-# (docs/CONFIGURATION.md, "The services' database URL").
+# libpq options of a TCP URL to PgBouncer, as docker-compose.yml and deploy/k8s give the services:
+# this PgBouncer has no TLS and no GSSAPI, so libpq need not ask for either on every (NullPool)
+# login (docs/CONFIGURATION.md, "The services' database URL"). Over a Unix socket libpq asks for
+# neither.
 PGBOUNCER_CONNECT_OPTIONS = "sslmode=disable&gssencmode=disable"
 
 
@@ -117,18 +120,34 @@ class Stack:
 
     # ---- configuration -------------------------------------------------------------------
     def database_url(self, service: str) -> str:
+        """The services' runtime URL. PgBouncer runs on this machine, so they log in through its
+        Unix socket: a NullPool login there costs the service about 0.1 ms of CPU less than one
+        over loopback TCP (no TCP handshake; docs/PERFORMANCE.md, "Fifth pass"). Compose and
+        Kubernetes run PgBouncer in a container of its own and use TCP."""
         c = self.config
         if c.use_pgbouncer:
-            url = role_url(
-                c.cluster,
-                service,
-                c.passwords[service],
-                c.database,
-                host=self.pgbouncer.host,
-                port=self.pgbouncer.port,
+            url = URL.create(
+                "postgresql+psycopg2",
+                username=f"{service}_svc",
+                password=c.passwords[service],
+                database=c.database,
+                query={"host": str(self.pgbouncer.socket_dir), "port": str(self.pgbouncer.port)},
             )
-            return f"{url}?{PGBOUNCER_CONNECT_OPTIONS}"
+            return url.render_as_string(hide_password=False)
         return self.direct_url(service)
+
+    def bouncer_tcp_url(self, service: str) -> str:
+        """The same PgBouncer over TCP, as compose and Kubernetes reach it."""
+        c = self.config
+        url = role_url(
+            c.cluster,
+            service,
+            c.passwords[service],
+            c.database,
+            host=self.pgbouncer.host,
+            port=self.pgbouncer.port,
+        )
+        return f"{url}?{PGBOUNCER_CONNECT_OPTIONS}"
 
     def direct_url(self, service: str) -> str:
         c = self.config

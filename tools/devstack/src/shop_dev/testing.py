@@ -101,7 +101,11 @@ class ShopDatabase:
         return self._stack.direct_url(service)
 
     def bouncer_url(self, service: str) -> str:
+        """What the services get: PgBouncer's Unix socket."""
         return self._stack.database_url(service)
+
+    def bouncer_tcp_url(self, service: str) -> str:
+        return self._stack.bouncer_tcp_url(service)
 
     def settings_kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
