@@ -26,7 +26,7 @@ def create_app(settings: CatalogSettings | None = None) -> FastAPI:
         name="catalog",
         schema=SCHEMA,
         alembic_ini=ALEMBIC_INI,
-        routers=[categories_router, tags_router, products_router, reservations_router],
+        routers=[products_router, reservations_router, categories_router, tags_router],
         description="Categories, products, tags and stock reservations.",
         extra_lifespan=sweeper_lifespan,
     )
