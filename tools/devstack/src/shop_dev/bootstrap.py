@@ -115,15 +115,18 @@ def role_url(
     *,
     host: str | None = None,
     port: int | None = None,
+    socket_dir: Path | None = None,
 ) -> str:
-    """SQLAlchemy URL for a service role (direct by default; pass PgBouncer's host/port for runtime)."""
+    """SQLAlchemy URL for a service role (direct by default; pass PgBouncer's host/port for runtime).
+    With `socket_dir`, the Unix socket `.s.PGSQL.<port>` in that directory instead of a TCP host
+    (libpq takes a `host` that starts with `/` as a socket's directory)."""
     url = make_url("postgresql+psycopg2://").set(
-        username=f"{service}_svc",
-        password=password,
-        host=host or cluster.host,
-        port=port or cluster.port,
-        database=database,
+        username=f"{service}_svc", password=password, database=database
     )
+    if socket_dir is not None:
+        url = url.update_query_dict({"host": str(socket_dir), "port": str(port or cluster.port)})
+    else:
+        url = url.set(host=host or cluster.host, port=port or cluster.port)
     return url.render_as_string(hide_password=False)
 
 

@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import URL
-
 from shop_dev.bootstrap import (
     SERVICES,
     Cluster,
@@ -126,14 +124,14 @@ class Stack:
         Kubernetes run PgBouncer in a container of its own and use TCP."""
         c = self.config
         if c.use_pgbouncer:
-            url = URL.create(
-                "postgresql+psycopg2",
-                username=f"{service}_svc",
-                password=c.passwords[service],
-                database=c.database,
-                query={"host": str(self.pgbouncer.socket_dir), "port": str(self.pgbouncer.port)},
+            return role_url(
+                c.cluster,
+                service,
+                c.passwords[service],
+                c.database,
+                port=self.pgbouncer.port,
+                socket_dir=self.pgbouncer.socket_dir,
             )
-            return url.render_as_string(hide_password=False)
         return self.direct_url(service)
 
     def bouncer_tcp_url(self, service: str) -> str:
