@@ -1,6 +1,15 @@
 # Thin wrappers; each target is documented in README.md.
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# The interpreter of every target (the local stack, the tests, the benchmarks): Debian's python3.11
+# where the machine has one. Debian builds it with profile-guided optimisation and LTO, as the
+# images' python is built; a plain pyenv or source build is not, and runs the shop's Python about a
+# fifth slower (docs/PERFORMANCE.md, "Sixth pass"). Without it uv finds one as usual
+# (.python-version). Another: `make test PYTHON=/path/to/python3.11`; the venv follows it.
+PYTHON ?= $(wildcard /usr/bin/python3.11)
+ifneq ($(PYTHON),)
+export UV_PYTHON := $(PYTHON)
+endif
 PACKAGES := -p shop_common -p users -p catalog -p orders -p gateway -p shop_dev
 TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests bench
 

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "cpus": os.cpu_count(),
-            "platform": f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+            "platform": f"{platform.system()} {platform.release()}, Python "
+            f"{platform.python_version()} ({Path(sys.executable).resolve()})",
             "wrk": wrk_version(wrk),
             "wrk_threads": 1,
             "rounds": args.rounds,
