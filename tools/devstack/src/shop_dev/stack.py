@@ -122,34 +122,39 @@ class Stack:
         Unix socket: a NullPool login there costs the service about 0.1 ms of CPU less than one
         over loopback TCP (no TCP handshake; docs/PERFORMANCE.md, "Fifth pass"). Compose and
         Kubernetes run PgBouncer in a container of its own and use TCP."""
-        c = self.config
-        if c.use_pgbouncer:
-            return role_url(
-                c.cluster,
-                service,
-                c.passwords[service],
-                c.database,
-                port=self.pgbouncer.port,
-                socket_dir=self.pgbouncer.socket_dir,
+        if self.config.use_pgbouncer:
+            return self._role_url(
+                service, port=self.pgbouncer.port, socket_dir=self.pgbouncer.socket_dir
             )
         return self.direct_url(service)
 
     def bouncer_tcp_url(self, service: str) -> str:
         """The same PgBouncer over TCP, as compose and Kubernetes reach it."""
+        url = self._role_url(service, host=self.pgbouncer.host, port=self.pgbouncer.port)
+        return f"{url}?{PGBOUNCER_CONNECT_OPTIONS}"
+
+    def direct_url(self, service: str) -> str:
+        return self._role_url(service)
+
+    def _role_url(
+        self,
+        service: str,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        socket_dir: Path | None = None,
+    ) -> str:
+        """The service role's URL to this stack's database; where to reach it is the caller's."""
         c = self.config
-        url = role_url(
+        return role_url(
             c.cluster,
             service,
             c.passwords[service],
             c.database,
-            host=self.pgbouncer.host,
-            port=self.pgbouncer.port,
+            host=host,
+            port=port,
+            socket_dir=socket_dir,
         )
-        return f"{url}?{PGBOUNCER_CONNECT_OPTIONS}"
-
-    def direct_url(self, service: str) -> str:
-        c = self.config
-        return role_url(c.cluster, service, c.passwords[service], c.database)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.config.ports[name]}"
