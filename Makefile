@@ -13,7 +13,7 @@ endif
 PACKAGES := -p shop_common -p users -p catalog -p orders -p gateway -p shop_dev
 TEST_DIRS := libs/common/tests services/users/tests services/catalog/tests services/orders/tests gateway/tests tests bench
 
-.PHONY: setup run seed migrate test containers lint fmt bench
+.PHONY: setup run seed migrate test containers lint fmt bench bench-issue16
 
 $(UV):
 	@echo "uv not found: installing it with pip"
@@ -50,3 +50,6 @@ fmt: setup  ## format and autofix
 
 bench: setup  ## load benchmarks (minutes; writes bench/results/)
 	$(UV) run python bench/run.py
+
+bench-issue16: setup  ## issue 16's targets side by side with the code it measured (bench/ab.py --issue16; ~7 minutes)
+	$(UV) run python bench/ab.py --issue16 --rounds 4

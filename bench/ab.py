@@ -2,14 +2,20 @@
 
     uv run python bench/ab.py ../other-checkout [--only users_me_gateway,order_gateway]
         [--rounds 6] [--duration 5] [--workers 2]
+    uv run python bench/ab.py --rev COMMIT [...]   # a commit of this repository, checked out for the run
+    uv run python bench/ab.py --issue16            # issue 16's lines against the code it measured
 
 On a shared or virtual machine the CPU a request costs drifts by ±10 % from one `make bench` to
 the next, more than most single changes save. This starts both stacks at once (each from its own
 checkout, with its own virtualenv, database and PgBouncer, seeded through its gateway), then
 alternates short wrk runs between them, scenario by scenario, swapping which side goes first each
 round, so drift hits both alike. It prints CPU per request by process (from /proc, as `make
-bench` counts it) for A (the other checkout) and B (this one), and B/A. The other checkout needs
-bench/shopbench (any version since issue 16); `uv sync` it first.
+bench` counts it) for A (the other checkout) and B (this one), and B/A, then each side's 2xx per
+second and p99 (the median of its rounds). The other checkout needs bench/shopbench (any version
+since 2026-11-26); `uv sync` it first, on the interpreter this checkout runs. `--rev` does both
+itself: a temporary `git worktree` of the commit, synced on this interpreter, removed afterwards.
+`--issue16` compares with the commit whose figures issue 16 quoted as "now" and judges each of
+its lines as a ratio of the two sides (shopbench/issue16.py says why and how).
 
 Run with the same commit on both sides it measured B 1-4 % cheaper than A (docs/PERFORMANCE.md):
 a B/A between 0.96 and 1 is no evidence either way."""
@@ -18,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,35 +72,45 @@ def _start(checkout: Path, output: Path, workers: int) -> subprocess.Popen[bytes
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("other", type=Path, nargs="?", help="the checkout to compare with (A)")
-    parser.add_argument("--only", default=DEFAULT_KEYS, help=f"scenario keys ({DEFAULT_KEYS})")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.hold is not None:
-        hold(args.hold, args.workers)
-        return 0
-    if args.other is None:
-        parser.error("name the other checkout")
-    sys.path.insert(0, str(HERE))
-    from shopbench import cpu
+class Tally:
+    """One side's measurements of one scenario, summed over the rounds."""
+
+    def __init__(self) -> None:
+        self.cpu_seconds: collections.Counter[str] = collections.Counter()
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.seconds = 0.0
+        self.p99s: list[float] = []
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    def cpu_ms(self) -> dict[str, float]:
+        return {p: 1000 * s / self.answered for p, s in self.cpu_seconds.items()}
+
+    def rps(self) -> float:
+        ok = sum(n for s, n in self.statuses.items() if 200 <= s < 300)
+        return ok / self.seconds if self.seconds else 0.0
+
+    def p99(self) -> float:
+        return statistics.median(self.p99s) if self.p99s else 0.0
+
+
+def compare(
+    checkouts: dict[str, Path], keys: list[str], rounds: int, duration: float, workers: int
+) -> dict[tuple[str, str], Tally]:
+    from shopbench import cpu  # bench/ is on the path: main() put it there
     from shopbench.wrk import find_wrk, run_wrk
 
-    keys = args.only.split(",")
     wrk = find_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="shop-ab-"))
-    checkouts = {"A": args.other.resolve(), "B": HERE.parent}
-    processes = {s: _start(c, workdir / f"{s}.pkl", args.workers) for s, c in checkouts.items()}
+    processes = {s: _start(c, workdir / f"{s}.pkl", workers) for s, c in checkouts.items()}
+    tallies: dict[tuple[str, str], Tally] = collections.defaultdict(Tally)
     try:
         deadline = time.monotonic() + 300
         while not all((workdir / f"{s}.pkl").exists() for s in checkouts):
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
-                print(f"a stack did not come up; logs in {workdir}", file=sys.stderr)
-                return 1
+                raise RuntimeError(f"a stack did not come up; logs in {workdir}")
             time.sleep(1)
         sides: dict[str, Any] = {  # our own children's files, in our private directory
             s: pickle.loads((workdir / f"{s}.pkl").read_bytes())  # noqa: S301
@@ -100,21 +120,20 @@ def main() -> int:
             for key in keys:
                 load, connections = side["plan"][key]
                 run_wrk(wrk, load, duration=2, connections=connections)
-        used: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
-            collections.Counter
-        )
-        answered: collections.Counter[tuple[str, str]] = collections.Counter()
-        for round_ in range(args.rounds):
+        for round_ in range(rounds):
             for key in keys:
                 for name in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
                     side = sides[name]
                     load, connections = side["plan"][key]
                     before = cpu.snapshot(side["pids"], side["database"])
-                    result = run_wrk(wrk, load, duration=args.duration, connections=connections)
-                    used[(name, key)].update(
+                    result = run_wrk(wrk, load, duration=duration, connections=connections)
+                    tally = tallies[(name, key)]
+                    tally.cpu_seconds.update(
                         cpu.delta(before, cpu.snapshot(side["pids"], side["database"]))
                     )
-                    answered[(name, key)] += result.requests
+                    tally.statuses.update(result.statuses)
+                    tally.seconds += result.duration_s
+                    tally.p99s.append(result.latency_ms.get("p99", 0.0))
     finally:
         for process in processes.values():
             if process.stdin is not None:
@@ -122,21 +141,96 @@ def main() -> int:
         for process in processes.values():
             process.wait(timeout=60)
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"A = {checkouts['A']}, B = {checkouts['B']}; {args.rounds} alternated rounds of")
-    print(f"{args.duration:g} s per scenario; ms of CPU per request (/proc, as make bench)\n")
+    return tallies
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A temporary checkout of `rev` with its own .venv on this interpreter, removed afterwards."""
+    root = HERE.parent
+    path = Path(tempfile.mkdtemp(prefix="shop-ab-rev-")) / "checkout"
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", str(path), rev], check=True
+    )
+    try:
+        interpreter = os.path.realpath(sys.executable)  # .venv's python is a link to it
+        subprocess.run(
+            ["uv", "sync", "--frozen", "--quiet", "--project", str(path), "--python", interpreter],
+            check=True,
+            cwd=path,
+        )
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)])
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def report(
+    checkouts: dict[str, Path], keys: list[str], tallies: dict[tuple[str, str], Tally]
+) -> None:
     for key in keys:
-        per = {
-            name: {p: 1000 * s / answered[(name, key)] for p, s in used[(name, key)].items()}
-            for name in checkouts
-        }
+        per = {name: tallies[(name, key)].cpu_ms() for name in checkouts}
         total = {name: sum(per[name].values()) for name in checkouts}
         print(
             f"{key}: total A {total['A']:.3f}  B {total['B']:.3f}  B/A {total['B'] / total['A']:.3f}"
         )
+        a, b = tallies[("A", key)], tallies[("B", key)]
+        print(f"  2xx/s A {a.rps():.0f}  B {b.rps():.0f};  p99 A {a.p99():.1f}  B {b.p99():.1f} ms")
+        for name in checkouts:  # a 401 (an expired token), a 429 or a 5xx costs less than a 2xx
+            other = {s: n for s, n in tallies[(name, key)].statuses.items() if not 200 <= s < 300}
+            if other:
+                print(f"  ! {name} answered {other} besides 2xx: its figures are not comparable")
         for name in sorted(set(per["A"]) | set(per["B"])):
-            a, b = per["A"].get(name, 0.0), per["B"].get(name, 0.0)
-            if max(a, b) >= 0.005:
-                print(f"  {name:<18} A {a:6.3f}  B {b:6.3f}")
+            cost_a, cost_b = per["A"].get(name, 0.0), per["B"].get(name, 0.0)
+            if max(cost_a, cost_b) >= 0.005:
+                print(f"  {name:<18} A {cost_a:6.3f}  B {cost_b:6.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("other", type=Path, nargs="?", help="the checkout to compare with (A)")
+    parser.add_argument("--rev", help="instead: a commit of this repository to compare with (A)")
+    parser.add_argument("--issue16", action="store_true", help="issue 16's lines as ratios")
+    parser.add_argument("--only", help=f"scenario keys (default {DEFAULT_KEYS})")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hold is not None:
+        hold(args.hold, args.workers)
+        return 0
+    sys.path.insert(0, str(HERE))
+    from shopbench import issue16
+
+    rev = args.rev or (issue16.ISSUE_CODE if args.issue16 and args.other is None else None)
+    if (args.other is None) == (rev is None):
+        parser.error("name one of: the other checkout, --rev")
+    keys = (args.only or (",".join(issue16.SCENARIOS) if args.issue16 else DEFAULT_KEYS)).split(",")
+    with contextlib.ExitStack() as stack:
+        other = args.other.resolve() if rev is None else stack.enter_context(worktree(rev))
+        checkouts = {"A": other, "B": HERE.parent}
+        try:
+            tallies = compare(checkouts, keys, args.rounds, args.duration, args.workers)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    print(f"A = {rev or checkouts['A']}, B = {checkouts['B']}; {args.rounds} alternated rounds of")
+    print(f"{args.duration:g} s per scenario, {args.workers} worker(s) a service; ms of CPU per")
+    print("request (/proc, as make bench)\n")
+    report(checkouts, keys, tallies)
+    if args.issue16:
+        sides = {
+            name: {
+                key: issue16.Side(t.cpu_ms(), t.rps(), t.p99())
+                for (n, key), t in tallies.items()
+                if n == name
+            }
+            for name in checkouts
+        }
+        print(
+            f"\nIssue 16, side by side with its code (A)\n\n{issue16.render(issue16.judge(sides['A'], sides['B']))}"
+        )
     return 0
 
 
