@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import stat
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from psycopg2.extensions import parse_dsn
 from sqlalchemy import Engine, event, make_url
 from sqlalchemy.exc import DataError, OperationalError
 
+from shop_common import db
 from shop_common.db import _UNPOOLED, count_queries, fetch_one, make_engine, make_reader
 from shop_dev.testing import ShopDatabase
 
@@ -127,4 +131,36 @@ def test_the_password_reaches_libpq_in_a_memory_passfile_not_the_dsn(
         fetch_one(
             make_reader(make_engine(wrong.render_as_string(hide_password=False))), "SELECT 1", {}
         )
+    engine.dispose()
+
+
+def test_concurrent_first_logins_build_one_passfile_and_all_log_in(
+    shop_db: ShopDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh worker's first requests log in at once, each in its own thread. Each used to build
+    its own passfile; the one it replaced was closed while a login was still to read it ("no
+    password supplied": a 503 in CI, 2026-12-07)."""
+    engine = make_engine(shop_db.bouncer_url("catalog"))
+    built: list[str] = []
+    real = db._memory_passfile
+
+    def slow_passfile(password: str) -> Any:
+        built.append(password)
+        made = real(password)
+        time.sleep(0.2)  # hold the first login's setup open while the others arrive
+        return made
+
+    monkeypatch.setattr(db, "_memory_passfile", slow_passfile)
+    logins = 8
+    start = threading.Barrier(logins)
+
+    def login(_: int) -> Any:
+        start.wait(timeout=10)
+        return fetch_one(make_reader(engine), "SELECT current_user", {})
+
+    with ThreadPoolExecutor(logins) as pool:
+        rows = list(pool.map(login, range(logins)))
+
+    assert rows == [("catalog_svc",)] * logins
+    assert len(built) == 1
     engine.dispose()

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import os
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,10 @@ class _OneDsn:
     def __init__(self) -> None:
         self.dsn: str | None = None
         self._passfile: _MemoryFile | None = None
+        # A fresh worker's first requests connect at once, each in its own thread: one builds the
+        # DSN and the passfile, the others wait for it. (Each building its own replaced, and so
+        # closed, a passfile another login was about to read: "no password supplied".)
+        self._building = threading.Lock()
         # fetch_one_async's: where to connect without libpq resolving a name (None: it cannot, so
         # it runs fetch_one in a thread), and whether the first connection's setup has run.
         self.loop_target: _LoopTarget | None = None
@@ -78,17 +83,26 @@ class _OneDsn:
     def __call__(
         self, dialect: Any, _record: object, cargs: tuple[Any, ...], cparams: dict[str, Any]
     ) -> Any:
-        if self.dsn is None:
-            params = dict(cparams)
-            password = params.get("password")
-            if isinstance(password, str) and "passfile" not in params:
-                self._passfile = _memory_passfile(password)
-                if self._passfile is not None:
-                    del params["password"]
-                    params["passfile"] = self._passfile.path
-            self.dsn = make_dsn(*cargs, **params)
-            self.loop_target = _LoopTarget.of(self.dsn, params)
-        return dialect.loaded_dbapi.connect(self.dsn)
+        dsn = self.dsn
+        if dsn is None:
+            with self._building:
+                dsn = self.dsn
+                if dsn is None:
+                    dsn = self._build(cargs, cparams)
+        return dialect.loaded_dbapi.connect(dsn)
+
+    def _build(self, cargs: tuple[Any, ...], cparams: dict[str, Any]) -> str:
+        params = dict(cparams)
+        password = params.get("password")
+        if isinstance(password, str) and "passfile" not in params:
+            self._passfile = _memory_passfile(password)
+            if self._passfile is not None:
+                del params["password"]
+                params["passfile"] = self._passfile.path
+        dsn: str = make_dsn(*cargs, **params)
+        self.loop_target = _LoopTarget.of(dsn, params)
+        self.dsn = dsn  # last: a login that finds it finds everything else ready
+        return dsn
 
     def first_set_up(self, _connection: Any, _record: object) -> None:
         """A pool `connect` listener (once, after the dialect's): the dialect's per-connection
