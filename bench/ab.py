@@ -35,7 +35,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shopbench.issue16 import Side
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_KEYS = "users_me_gateway,order_gateway,product_direct"
@@ -85,8 +88,16 @@ class Tally:
     def answered(self) -> int:
         return sum(self.statuses.values())
 
+    def others(self) -> dict[int, int]:
+        """Answers other than 2xx: a 401 (an expired token), a 429 or a 5xx costs less than the
+        real answer, so a side that gave any is not comparable."""
+        return {s: n for s, n in self.statuses.items() if not 200 <= s < 300}
+
     def cpu_ms(self) -> dict[str, float]:
-        return {p: 1000 * s / self.answered for p, s in self.cpu_seconds.items()}
+        answered = self.answered
+        if not answered:
+            return {}
+        return {p: 1000 * s / answered for p, s in self.cpu_seconds.items()}
 
     def rps(self) -> float:
         ok = sum(n for s, n in self.statuses.items() if 200 <= s < 300)
@@ -94,6 +105,11 @@ class Tally:
 
     def p99(self) -> float:
         return statistics.median(self.p99s) if self.p99s else 0.0
+
+    def side(self) -> Side:
+        from shopbench.issue16 import Side  # this checkout's: main() put bench/ on the path
+
+        return Side(self.cpu_ms(), self.rps(), self.p99())
 
 
 def compare(
@@ -147,22 +163,23 @@ def compare(
 @contextlib.contextmanager
 def worktree(rev: str) -> Iterator[Path]:
     """A temporary checkout of `rev` with its own .venv on this interpreter, removed afterwards."""
-    root = HERE.parent
-    path = Path(tempfile.mkdtemp(prefix="shop-ab-rev-")) / "checkout"
-    subprocess.run(
-        ["git", "-C", str(root), "worktree", "add", "--detach", str(path), rev], check=True
-    )
+    git = ["git", "-C", str(HERE.parent), "worktree"]
+    parent = Path(tempfile.mkdtemp(prefix="shop-ab-rev-"))
+    path = parent / "checkout"
     try:
-        interpreter = os.path.realpath(sys.executable)  # .venv's python is a link to it
-        subprocess.run(
-            ["uv", "sync", "--frozen", "--quiet", "--project", str(path), "--python", interpreter],
-            check=True,
-            cwd=path,
-        )
-        yield path
+        subprocess.run([*git, "add", "--detach", str(path), rev], check=True)
+        try:
+            interpreter = os.path.realpath(sys.executable)  # .venv's python is a link to it
+            subprocess.run(
+                ["uv", "sync", "--frozen", "--quiet", "--python", interpreter],
+                check=True,
+                cwd=path,
+            )
+            yield path
+        finally:
+            subprocess.run([*git, "remove", "--force", str(path)])
     finally:
-        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)])
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def report(
@@ -171,14 +188,12 @@ def report(
     for key in keys:
         per = {name: tallies[(name, key)].cpu_ms() for name in checkouts}
         total = {name: sum(per[name].values()) for name in checkouts}
-        print(
-            f"{key}: total A {total['A']:.3f}  B {total['B']:.3f}  B/A {total['B'] / total['A']:.3f}"
-        )
+        ratio = f"{total['B'] / total['A']:.3f}" if total["A"] else "-"
+        print(f"{key}: total A {total['A']:.3f}  B {total['B']:.3f}  B/A {ratio}")
         a, b = tallies[("A", key)], tallies[("B", key)]
         print(f"  2xx/s A {a.rps():.0f}  B {b.rps():.0f};  p99 A {a.p99():.1f}  B {b.p99():.1f} ms")
-        for name in checkouts:  # a 401 (an expired token), a 429 or a 5xx costs less than a 2xx
-            other = {s: n for s, n in tallies[(name, key)].statuses.items() if not 200 <= s < 300}
-            if other:
+        for name in checkouts:
+            if other := tallies[(name, key)].others():
                 print(f"  ! {name} answered {other} besides 2xx: its figures are not comparable")
         for name in sorted(set(per["A"]) | set(per["B"])):
             cost_a, cost_b = per["A"].get(name, 0.0), per["B"].get(name, 0.0)
@@ -208,11 +223,11 @@ def main() -> int:
         parser.error("name one of: the other checkout, --rev")
     keys = (args.only or (",".join(issue16.SCENARIOS) if args.issue16 else DEFAULT_KEYS)).split(",")
     with contextlib.ExitStack() as stack:
-        other = args.other.resolve() if rev is None else stack.enter_context(worktree(rev))
-        checkouts = {"A": other, "B": HERE.parent}
         try:
+            other = args.other.resolve() if rev is None else stack.enter_context(worktree(rev))
+            checkouts = {"A": other, "B": HERE.parent}
             tallies = compare(checkouts, keys, args.rounds, args.duration, args.workers)
-        except RuntimeError as exc:
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
             print(exc, file=sys.stderr)
             return 1
     print(f"A = {rev or checkouts['A']}, B = {checkouts['B']}; {args.rounds} alternated rounds of")
@@ -220,17 +235,15 @@ def main() -> int:
     print("request (/proc, as make bench)\n")
     report(checkouts, keys, tallies)
     if args.issue16:
+        # only scenarios both sides answered with 2xx alone are judged
+        comparable = [k for k in keys if not any(tallies[(n, k)].others() for n in checkouts)]
         sides = {
-            name: {
-                key: issue16.Side(t.cpu_ms(), t.rps(), t.p99())
-                for (n, key), t in tallies.items()
-                if n == name
-            }
-            for name in checkouts
+            name: {key: tallies[(name, key)].side() for key in comparable} for name in checkouts
         }
-        print(
-            f"\nIssue 16, side by side with its code (A)\n\n{issue16.render(issue16.judge(sides['A'], sides['B']))}"
-        )
+        verdicts = issue16.judge(sides["A"], sides["B"])
+        print(f"\nIssue 16, side by side with its code (A)\n\n{issue16.render(verdicts)}")
+        if left_out := [k for k in keys if k not in comparable]:
+            print(f"\nNot judged (an answer other than 2xx): {', '.join(left_out)}")
     return 0
 
 
