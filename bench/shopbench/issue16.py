@@ -5,7 +5,7 @@ The issue set absolute targets ("on this 2-core machine") at about a third of wh
 then. These machines differ by more than a factor of two from one session to the next, and not
 by the same factor for every path, so an absolute figure passes on one and misses on the next.
 Each target here is the issue's target divided by its own "now" figure, read strictly: CPU and
-p99 against the cheapest "now" the issue quotes (the smallest allowed ratio), throughput against
+p99 against the dearest "now" the issue quotes (the smallest allowed ratio), throughput against
 the slowest (the largest multiple asked for). bench/ab.py runs the issue's code (ISSUE_CODE, the
 commit the issue's figures were measured on) and this checkout side by side, alternated, and
 each line compares the two sides of one run."""
