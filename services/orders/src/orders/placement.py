@@ -51,19 +51,12 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Engine,
-    Integer,
-    Numeric,
-    String,
     Table,
     bindparam,
-    func,
     insert,
     select,
-    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -406,43 +399,14 @@ _INSERT_PLACING = compiled_sql(
     )
     .returning(_ORDERS.c.id, _ORDERS.c.created_at)
 )
-# `placing` → `pending` and the items, in one statement: the UPDATE is conditional on `placing`,
-# and the lines are inserted only when it matched (they join its RETURNING). ON CONFLICT: an order
-# left `placing` with its items by an earlier version of this flow.
-_DONE = (
-    update(_ORDERS)
-    .where(_ORDERS.c.id == bindparam("order_id"), _ORDERS.c.status == bindparam("placing"))
-    .values(status=bindparam("pending"), total_amount=bindparam("total_amount"))
-    .returning(
-        _ORDERS.c.order_number, _ORDERS.c.user_id, _ORDERS.c.created_at, _ORDERS.c.updated_at
-    )
-    .cte("done")
-)
-_LINES = (
-    func.unnest(
-        bindparam("product_ids", type_=ARRAY(Integer)),
-        bindparam("product_names", type_=ARRAY(String)),
-        bindparam("skus", type_=ARRAY(String)),
-        bindparam("quantities", type_=ARRAY(Integer)),
-        bindparam("unit_prices", type_=ARRAY(Numeric)),
-        bindparam("total_prices", type_=ARRAY(Numeric)),
-    )
-    .table_valued("product_id", "product_name", "sku", "quantity", "unit_price", "total_price")
-    .render_derived(name="line")
-)
-_ITEM_COLUMNS = ["product_id", "product_name", "sku", "quantity", "unit_price", "total_price"]
-_COMPLETE = compiled_sql(
-    select(_DONE).add_cte(
-        pg_insert(_ITEMS)
-        .from_select(
-            ["order_id", *_ITEM_COLUMNS],
-            select(
-                bindparam("order_id", type_=Integer), *(_LINES.c[c] for c in _ITEM_COLUMNS)
-            ).select_from(_DONE.join(_LINES, true())),
-        )
-        .on_conflict_do_nothing(index_elements=["order_id", "product_id"])
-        .cte("items")
-    )
+# `placing` → `pending` with the total, and the items, in one statement: orders.complete_placing,
+# a PL/pgSQL function (migration f4c6e8a0b2d3 holds the statement) so that each backend plans it
+# once. The UPDATE is conditional on `placing`, and the lines (one array per column) are inserted
+# only when it matched; no row: the order was no longer `placing`, nothing was written.
+_COMPLETE = (
+    "SELECT * FROM orders.complete_placing(%(order_id)s::integer, %(total_amount)s::numeric,"
+    " %(product_ids)s::integer[], %(product_names)s::varchar[], %(skus)s::varchar[],"
+    " %(quantities)s::integer[], %(unit_prices)s::numeric[], %(total_prices)s::numeric[])"
 )
 
 
@@ -463,8 +427,6 @@ def _completion(
     ]
     params = {
         "order_id": order_id,
-        "placing": OrderStatus.PLACING.value,
-        "pending": OrderStatus.PENDING.value,
         "total_amount": total,
         "product_ids": [line["product_id"] for line in lines],
         "product_names": [line["product_name"] for line in lines],

@@ -1,8 +1,10 @@
 """One product by id, sku or slug: the hot public read. One statement (product, its category and its
-tags, aggregated in a subquery), compiled once at import and run in autocommit on a fresh connection
-on the event loop (shop_common.db.fetch_one_async), so a read is one round trip with no
-BEGIN/COMMIT, no ORM and no thread; the answer is the same ProductRead as the ORM path in
-service.py builds (tags ordered by name, like the relationship's order_by)."""
+tags, aggregated in a subquery) run in autocommit on a fresh connection on the event loop
+(shop_common.db.fetch_one_async), so a read is one round trip with no BEGIN/COMMIT, no ORM and no
+thread. By sku or slug the statement is compiled once at import; by id, the hottest, it is
+catalog.product_by_id, a PL/pgSQL function that each backend plans once. The answer is the same
+ProductRead as the ORM path in service.py builds (tags ordered by name, like the relationship's
+order_by)."""
 
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ def _read_sql(condition: ColumnElement[bool]) -> str:
     return compiled_sql(stmt)
 
 
-_BY_ID = _read_sql(Product.id == bindparam("key"))
+# By id, the hottest read: the same statement as catalog.product_by_id, a PL/pgSQL function
+# (migration e3b5d7f9a1c2) so that each backend plans it once instead of on every call.
+_BY_ID = "SELECT * FROM catalog.product_by_id(%(key)s::integer)"
 _BY_SKU = _read_sql(Product.sku == bindparam("key"))
 _BY_SLUG = _read_sql(Product.slug == bindparam("key"))
 

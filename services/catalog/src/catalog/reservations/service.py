@@ -28,10 +28,8 @@ from sqlalchemy import (
     Row,
     Table,
     bindparam,
-    exists,
     func,
     literal,
-    literal_column,
     select,
     true,
     tuple_,
@@ -40,7 +38,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.sql.expression import CTE, ColumnElement
 
 from catalog.models import Product, Reservation, ReservationItem, ReservationStatus
 from catalog.reservations.exceptions import (
@@ -96,86 +93,18 @@ def list_live_reservations(
 _MIN_UUID = uuid.UUID(int=0)
 
 
-def _taken(*also: ColumnElement[bool]) -> CTE:
-    """The conditional UPDATE that takes one product's stock (`product_id`, `quantity`) if it is
-    active and has enough, `also` permitting, returning what the line snapshots; as a CTE."""
-    return (
-        update(_PRODUCTS)
-        .where(
-            _PRODUCTS.c.id == bindparam("product_id"),
-            _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
-            _PRODUCTS.c.is_active,
-            *also,
-        )
-        .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
-        .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
-        .cte("taken")
-    )
-
-
 # The statements of a reservation, compiled once (shop_common.db.compiled_sql): no ORM unit of work
 # or cache-key walk on the hot path.
 #
 # One product (nearly every order): ONE statement in autocommit, one round trip with no BEGIN and
-# no COMMIT (it was four). The conditional UPDATE takes the stock only if the product is active,
-# has enough and the id is new; the reservation and its line are inserted FROM what it returned, so
-# nothing is written unless stock was taken, and a miss leaves nothing behind. The final SELECT
-# tells why it missed from the statement's snapshot: the id exists, the product is unknown or
-# inactive, or its stock is short. The UPDATE waits for a row lock only when the version it sees
-# matches its WHERE, so a request for a sold-out product fails without queueing. The reservation
-# insert has no ON CONFLICT: a concurrent request with the same id fails the whole statement on
-# pk_reservations (its stock update undone with it) and answers from the winner's reservation. The
-# line's foreign key to the reservation inserted beside it is checked at the end of the statement.
-_ID_TAKEN = exists().where(_RESERVATIONS.c.id == bindparam("reservation_id", type_=UUID()))
-_TAKEN_ONE = _taken(~_ID_TAKEN)
-_CREATED_ONE = (
-    insert(_RESERVATIONS)
-    .from_select(
-        ["id", "status", "expires_at"],
-        select(
-            bindparam("reservation_id", type_=UUID()),
-            bindparam("status"),
-            func.now() + bindparam("ttl", type_=Interval),
-        ).select_from(_TAKEN_ONE),
-    )
-    .returning(_RESERVATIONS.c.id, _RESERVATIONS.c.expires_at)
-    .cte("created")
-)
-# The line is selected FROM `created`, so the reservation is inserted first: a concurrent request
-# with the same id fails on pk_reservations, never on the lines' unique (reservation_id, product_id).
-_LINE_ONE = (
-    insert(_ITEMS)
-    .from_select(
-        ["reservation_id", "product_id", "quantity", "unit_price", "name", "sku"],
-        select(
-            _CREATED_ONE.c.id,
-            bindparam("product_id", type_=Integer),
-            bindparam("quantity", type_=Integer),
-            _TAKEN_ONE.c.price,
-            _TAKEN_ONE.c.name,
-            _TAKEN_ONE.c.sku,
-        ).select_from(_CREATED_ONE.join(_TAKEN_ONE, true())),
-    )
-    .returning(_ITEMS.c.name, _ITEMS.c.sku, _ITEMS.c.unit_price)
-    .cte("line")
-)
-_ONE_ROW = select(literal_column("1").label("one")).subquery("one_row")
-# Always one row: id_taken, is_active and stock_quantity (NULL: unknown product) as the snapshot
-# had them, then the line and expires_at (NULL: nothing taken).
-_RESERVE_ONE = compiled_sql(
-    select(
-        _ID_TAKEN.label("id_taken"),
-        _PRODUCTS.c.is_active,
-        _PRODUCTS.c.stock_quantity,
-        _LINE_ONE.c.name,
-        _LINE_ONE.c.sku,
-        _LINE_ONE.c.unit_price,
-        _CREATED_ONE.c.expires_at,
-    ).select_from(
-        _ONE_ROW.outerjoin(_PRODUCTS, _PRODUCTS.c.id == bindparam("product_id"))
-        .outerjoin(_LINE_ONE, true())
-        .outerjoin(_CREATED_ONE, true())
-    )
+# no COMMIT (it was four): catalog.reserve_one, a PL/pgSQL function (migration e3b5d7f9a1c2 holds
+# the statement and says what it does) so that each backend plans it once. It takes the stock if
+# the product is active, has enough and the id is new, and inserts the reservation and its line
+# from what it took; its one row also tells from the statement's snapshot why nothing was taken.
+# A concurrent request with the same id fails it on pk_reservations.
+_RESERVE_ONE = (
+    "SELECT * FROM catalog.reserve_one(%(reservation_id)s::uuid, %(product_id)s::integer,"
+    " %(quantity)s::integer, %(status)s::varchar, %(ttl)s::interval)"
 )
 
 # Several products: one transaction, one statement, then one per product.
@@ -212,7 +141,17 @@ _CREATE_AND_CHECK = compiled_sql(
 )
 # 2. Per product, in ascending id (the lock order): the conditional UPDATE of the stock and the
 #    INSERT of the line with the price snapshot, one statement. No row: not enough stock (now).
-_TAKEN = _taken()
+_TAKEN = (
+    update(_PRODUCTS)
+    .where(
+        _PRODUCTS.c.id == bindparam("product_id"),
+        _PRODUCTS.c.stock_quantity >= bindparam("quantity"),
+        _PRODUCTS.c.is_active,
+    )
+    .values(stock_quantity=_PRODUCTS.c.stock_quantity - bindparam("quantity"))
+    .returning(_PRODUCTS.c.name, _PRODUCTS.c.sku, _PRODUCTS.c.price)
+    .cte("taken")
+)
 _TAKE_LINE = compiled_sql(
     insert(_ITEMS)
     .from_select(
