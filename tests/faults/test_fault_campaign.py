@@ -465,6 +465,11 @@ def _check(
     keyed = {o["idempotency_key"]: o for o in orders.values() if o["idempotency_key"]}
     for key, said in by_key.items():
         behind = keyed.get(key)
+        # A string, so that pytest prints every answer of the key (it cuts a long repr short).
+        story = (
+            f"{key}: answers {[(a.op, a.status, a.problem, a.order_id) for a in said]};"
+            f" order {behind}"
+        )
         nothing = [
             a
             for a in said
@@ -473,12 +478,12 @@ def _check(
         ]
         placed = [a for a in said if a.status in (201, 202)]
         if nothing:
-            assert behind is None or behind["status"] in ("failed", "rejected"), (key, said, behind)
-            assert not [a for a in placed if a.status == 201], (key, said)
+            assert behind is None or behind["status"] in ("failed", "rejected"), story
+            assert not [a for a in placed if a.status == 201], story
         if behind is not None and behind["status"] in (*LIVE_STATUSES, "cancelled"):
-            assert placed or not [a for a in said if _definitive(a.status, a.problem)], (key, said)
+            assert placed or not [a for a in said if _definitive(a.status, a.problem)], story
         ids = {a.order_id for a in placed}
-        assert len(ids) <= 1, (key, said)  # one key, one order
+        assert len(ids) <= 1, story  # one key, one order
 
     # 7. a replay of a key that was answered 201/202 answers that order again.
     for said in by_key.values():

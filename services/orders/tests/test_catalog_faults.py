@@ -25,12 +25,13 @@ from orders.catalog_client import (
     AsyncCatalogReserver,
     CatalogCalls,
     HttpCatalogClient,
+    RefusedAfterDelivery,
     Reservation,
     ReservationCursor,
     ReservationLine,
     ReservationPage,
 )
-from orders.exceptions import CatalogUnavailable, InsufficientStock
+from orders.exceptions import CatalogUnavailable, InsufficientStock, UnknownProducts
 from orders.main import create_app
 from shop_dev.stack import free_port
 from shop_dev.testing import RunningStack, ShopDatabase, TestKeys
@@ -225,6 +226,59 @@ class TestClientRetries:
 
         assert caught.value.extensions == {"short": short}
         assert len(fake_catalog.seen) == 1
+
+    @pytest.mark.parametrize(
+        ("status", "body", "refused"),
+        [
+            (
+                409,
+                {"short": [{"product_id": 5, "requested": 1, "available": 0}]},
+                InsufficientStock,
+            ),
+            (422, {"detail": "gone", "unknown": [5]}, UnknownProducts),
+        ],
+    )
+    def test_a_refusal_that_answers_a_retry_says_an_earlier_attempt_may_still_land(
+        self,
+        fake_catalog: FakeCatalog,
+        make_client: ClientMaker,
+        status: int,
+        body: dict[str, Any],
+        refused: type[Exception],
+    ) -> None:
+        """The first attempt timed out after it was sent: catalog may still be running it (behind
+        a row lock) when the retry is refused, so the refusal does not settle the reservation."""
+        fake_catalog.behaviour = lambda seen, n: (201, {}, 1.0) if n == 1 else (status, body, 0.0)
+
+        with pytest.raises(RefusedAfterDelivery) as caught:
+            make_client(fake_catalog, retries=1, read=0.3).reserve(
+                uuid.uuid4(), [ReservationLine(5, 1)]
+            )
+
+        assert isinstance(caught.value.refusal, refused)
+        assert len(fake_catalog.calls("/internal/reservations")) == 2
+
+    def test_an_unexpected_answer_to_a_retry_leaves_the_outcome_unknown(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
+        fake_catalog.behaviour = lambda seen, n: (201, {}, 1.0) if n == 1 else (400, {}, 0.0)
+
+        with pytest.raises(CatalogUnavailable) as caught:
+            make_client(fake_catalog, retries=1, read=0.3).reserve(
+                uuid.uuid4(), [ReservationLine(5, 1)]
+            )
+
+        assert caught.value.outcome_unknown
+
+    def test_an_unexpected_first_answer_is_known_to_have_done_nothing(
+        self, fake_catalog: FakeCatalog, make_client: ClientMaker
+    ) -> None:
+        fake_catalog.behaviour = lambda seen, n: (400, {}, 0.0)
+
+        with pytest.raises(CatalogUnavailable) as caught:
+            make_client(fake_catalog).reserve(uuid.uuid4(), [ReservationLine(5, 1)])
+
+        assert not caught.value.outcome_unknown
 
     def test_a_read_timeout_is_retried_and_bounded(
         self, fake_catalog: FakeCatalog, make_client: ClientMaker
@@ -475,6 +529,71 @@ class TestOrdersWhenCatalogFails:
         assert response.status_code == 503
         assert len(fake_catalog.calls("/release")) == 1
         assert _statuses(admin_engine, user_id) == ["failed"]
+
+    @pytest.mark.parametrize(
+        ("status", "body", "answered"),
+        [
+            (409, {"short": [{"product_id": 5, "requested": 1, "available": 0}]}, 409),
+            (422, {"detail": "gone", "unknown": [5]}, 422),
+        ],
+    )
+    def test_a_refusal_of_a_retry_is_answered_once_a_release_settles_the_first_attempt(
+        self,
+        faulty_orders: tuple[TestClient, dict[str, str], int],
+        fake_catalog: FakeCatalog,
+        admin_engine: Engine,
+        status: int,
+        body: dict[str, Any],
+        answered: int,
+    ) -> None:
+        """The fault campaign's false 409: the first reserve timed out after it was sent and
+        might still take the stock; the retry was refused. Only a confirmed release makes the
+        refusal the outcome."""
+        client, headers, user_id = faulty_orders
+
+        def behaviour(seen: Seen, n: int) -> tuple[int, Any, float]:
+            if seen.path.endswith("/release"):
+                return 200, {"status": "released"}, 0.0
+            return (201, {}, 1.0) if n == 1 else (status, body, 0.0)
+
+        fake_catalog.behaviour = behaviour
+
+        response = client.post(
+            "/orders/", json={"items": [{"product_id": 5, "quantity": 1}]}, headers=headers
+        )
+
+        assert response.status_code == answered, response.text
+        reserves = fake_catalog.calls("/internal/reservations")
+        releases = fake_catalog.calls("/release")
+        assert len(reserves) == 2
+        assert [r.path for r in releases] == [
+            f"/internal/reservations/{reserves[0].body['reservation_id']}/release"
+        ]
+        assert _statuses(admin_engine, user_id) == ["rejected"]
+
+    def test_a_refusal_of_a_retry_without_a_confirmed_release_is_202_for_recovery(
+        self,
+        faulty_orders: tuple[TestClient, dict[str, str], int],
+        fake_catalog: FakeCatalog,
+        admin_engine: Engine,
+    ) -> None:
+        client, headers, user_id = faulty_orders
+        short = {"short": [{"product_id": 5, "requested": 1, "available": 0}]}
+
+        def behaviour(seen: Seen, n: int) -> tuple[int, Any, float]:
+            if seen.path.endswith("/release"):
+                return 503, {}, 0.0
+            return (201, {}, 1.0) if n == 1 else (409, short, 0.0)
+
+        fake_catalog.behaviour = behaviour
+
+        response = client.post(
+            "/orders/", json={"items": [{"product_id": 5, "quantity": 1}]}, headers=headers
+        )
+
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "placing"
+        assert _statuses(admin_engine, user_id) == ["placing"]
 
 
 class FlakyRelease:

@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypedDict
@@ -106,6 +106,19 @@ class ReservationGone(CatalogUnavailable):
     A CatalogUnavailable for the placement flow (undo, 503); the recovery job gives the order up."""
 
 
+class RefusedAfterDelivery(Exception):
+    """catalog refused a reservation (`refusal`: InsufficientStock or UnknownProducts), but the
+    answer came to a retry: an earlier attempt with the same reservation id reached catalog, and
+    its statement may still be running (behind a row lock, or orphaned by a PgBouncer restart)
+    and take the stock after this refusal. So the refusal alone does not settle the reservation;
+    a confirmed release does (one that arrives first records the id as released, and the late
+    attempt then fails on it)."""
+
+    def __init__(self, refusal: InsufficientStock | UnknownProducts) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
+
+
 class CatalogClient(Protocol):
     """What orders needs from catalog. The HTTP implementation is HttpCatalogClient; the fault
     tests inject their own."""
@@ -119,7 +132,8 @@ class CatalogClient(Protocol):
         commit: bool = False,
     ) -> Reservation:
         """Hold stock for every line, all or nothing. Raises InsufficientStock, UnknownProducts
-        or CatalogUnavailable. `commit`: ask catalog to commit it in the same call; the answer's
+        or CatalogUnavailable; RefusedAfterDelivery instead of the first two when the refusal
+        answered a retry (an earlier attempt may still take the stock). `commit`: ask catalog to commit it in the same call; the answer's
         status says whether it did (`committed`), or the caller still has to (`held`)."""
         ...
 
@@ -194,12 +208,14 @@ MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Catalog's answer, read whole."""
+    """Catalog's answer, read whole. `after_delivery`: it answered a retry, and an earlier
+    attempt of the same call may have reached catalog (and been acted on)."""
 
     status_code: int
     content: bytes
     method: str
     path: str
+    after_delivery: bool = False
 
 
 class _Retryable(Exception):
@@ -285,7 +301,7 @@ class HttpCatalogClient:
                     if answer.status_code >= 500:
                         delivered = True
                         raise _Retryable(answer)
-                    return answer
+                    return replace(answer, after_delivery=True) if delivered else answer
         except (*_TRANSPORT_ERRORS, _Retryable) as exc:
             log.warning("catalog %s %s failed: %s", method, path, exc)
             raise CatalogUnavailable(
@@ -380,15 +396,20 @@ def _reserved(response: Answer) -> Reservation:
     if response.status_code in (200, 201):
         return _reservation(response)
     problem = _problem(response)
+    refusal: InsufficientStock | UnknownProducts
     if response.status_code == 409 and "short" in problem:
         short = problem["short"] if isinstance(problem["short"], list) else []
-        raise InsufficientStock("not enough stock for some of the products", short=short)
-    if response.status_code in (404, 422):
-        raise UnknownProducts(
+        refusal = InsufficientStock("not enough stock for some of the products", short=short)
+    elif response.status_code in (404, 422):
+        refusal = UnknownProducts(
             str(problem.get("detail") or "some products are unknown or inactive"),
             **_product_ids(problem),
         )
-    raise _unexpected(response)
+    else:
+        raise _unexpected(response)
+    if response.after_delivery:
+        raise RefusedAfterDelivery(refusal)
+    raise refusal
 
 
 class AsyncCatalogReserver:
@@ -466,7 +487,7 @@ class AsyncCatalogReserver:
                     if answer.status_code >= 500:
                         delivered = True
                         raise _Retryable(answer)
-                    return answer
+                    return replace(answer, after_delivery=True) if delivered else answer
         except (UpstreamError, _TooLarge, _Retryable) as exc:
             log.warning("catalog %s %s failed: %s", method, path, exc)
             raise CatalogUnavailable(
@@ -514,7 +535,10 @@ def _reservation(response: Answer) -> Reservation:
         return Reservation.model_validate_json(response.content)
     except ValidationError as exc:
         log.error("catalog answered an unreadable reservation: %s", exc)
-        raise CatalogUnavailable("the catalog service gave an unexpected answer") from exc
+        # It answered 2xx: whatever it was asked may have been done.
+        raise CatalogUnavailable(
+            "the catalog service gave an unexpected answer", outcome_unknown=True
+        ) from exc
 
 
 def _problem(response: Answer) -> dict[str, Any]:
@@ -531,5 +555,9 @@ def _product_ids(problem: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unexpected(response: Answer) -> CatalogUnavailable:
+    """An answer the call has no meaning for. What it asked was not done, unless an earlier
+    attempt of the call reached catalog."""
     log.error("catalog answered %s to %s %s", response.status_code, response.method, response.path)
-    return CatalogUnavailable("the catalog service gave an unexpected answer")
+    return CatalogUnavailable(
+        "the catalog service gave an unexpected answer", outcome_unknown=response.after_delivery
+    )

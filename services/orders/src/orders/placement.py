@@ -11,8 +11,10 @@ call, so it takes a sessionmaker and an AUTOCOMMIT engine, not the request sessi
    retries with the same id: idempotent, and a retry finding the reservation `held` commits it);
 4. success: in one statement, write the items with catalog's price snapshot and the total and set
    `pending`; answer 201 from the objects in hand. 409/422 from catalog: nothing was taken; mark
-   `rejected`, answer 409/422. A catalog that answers `held` (it predates `?commit`) gets the
-   separate `/commit` call, as before.
+   `rejected`, answer 409/422. When that refusal answered a retry, the first attempt (same
+   reservation id) may still be running in catalog and take the stock afterwards, so it is
+   settled as in 5 first: a confirmed release, or 202. A catalog that answers `held` (it
+   predates `?commit`) gets the separate `/commit` call, as before.
 5. Unknown is not failed. A failed catalog call (or an answer that does not match) is settled by
    one release: once catalog confirms it, nothing is or will be held or sold (a release restocks a
    committed reservation too), so the order is `failed` (503) or `rejected`. When the release is
@@ -63,6 +65,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orders.catalog_client import (
     CatalogClient,
+    RefusedAfterDelivery,
     Reservation,
     ReservationLine,
     ReservationStatus,
@@ -188,6 +191,11 @@ async def place_order(
         # catalog took nothing
         await run_in_threadpool(_close_unplaced, factory, order.id, OrderStatus.REJECTED)
         raise
+    except RefusedAfterDelivery as exc:
+        # Refused, but in answer to a retry: the first attempt may still take the stock. A
+        # confirmed release settles it; without one the order stays `placing` (202) for recovery.
+        await run_in_threadpool(_undo, factory, catalog, order, OrderStatus.REJECTED)
+        raise exc.refusal from None
     except CatalogUnavailable as exc:
         await run_in_threadpool(
             _undo,
