@@ -133,8 +133,9 @@ class CatalogClient(Protocol):
     ) -> Reservation:
         """Hold stock for every line, all or nothing. Raises InsufficientStock, UnknownProducts
         or CatalogUnavailable; RefusedAfterDelivery instead of the first two when the refusal
-        answered a retry (an earlier attempt may still take the stock). `commit`: ask catalog to commit it in the same call; the answer's
-        status says whether it did (`committed`), or the caller still has to (`held`)."""
+        answered a retry (an earlier attempt may still take the stock). `commit`: ask catalog to
+        commit it in the same call; the answer's status says whether it did (`committed`), or
+        the caller still has to (`held`)."""
         ...
 
     def commit(self, reservation_id: uuid.UUID) -> None:
