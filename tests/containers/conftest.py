@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import pytest
 
 from shop_common.keys import generate_private_key_pem
 from shop_dev.stack import free_port
+from shop_dev.testing import wait_until
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
@@ -96,25 +96,6 @@ def require(problem: str | None) -> None:
     if os.environ.get("REQUIRE_DOCKER") == "1":
         pytest.fail(f"REQUIRE_DOCKER=1 but {problem}")
     pytest.skip(f"{problem}; REQUIRE_DOCKER=1 makes this a failure")
-
-
-def wait_until(
-    check: Callable[[], Any], *, deadline: float, interval: float = 0.5, what: str = ""
-) -> Any:
-    """Poll `check` until it returns something truthy; fail the test after `deadline` seconds.
-    An AssertionError or a connection error counts as "not yet"."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, httpx.HTTPError) as exc:
-            last = exc
-        if time.monotonic() > end:
-            pytest.fail(f"{what or 'condition'} not reached within {deadline} s (last: {last!r})")
-        time.sleep(interval)
 
 
 # ---- the compose project --------------------------------------------------------------------------

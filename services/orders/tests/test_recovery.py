@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 
 from orders.main import create_app
 from orders.placement import new_order_number
-from shop_dev.testing import RunningStack, ShopDatabase
+from shop_dev.testing import RunningStack, ShopDatabase, wait_until
 
 if TYPE_CHECKING:
     from conftest import Actor, ProductFactory, SettingsFactory, Stock
@@ -352,15 +352,15 @@ def test_reconciliation_restocks_a_committed_reservation_left_behind(
     assert set(statuses.values()) == {"released"}
     assert buyer.get(f"/orders/{failed_id}").json()["status"] == "failed"
     kinds = ("committed_for_failed_order", "committed_without_order", "held_for_rejected_order")
-    # A background repair is counted just after its release: give the count a moment to land.
-    deadline = time.monotonic() + 5
-    while True:
+
+    def counted() -> bool:
         after = _repairs(orders_app_client, stack)
         missing = [k for k in kinds if after.get(k, 0) < before.get(k, 0) + 1]
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not missing, (missing, before, after)
+        assert not missing, (missing, before, after)
+        return True
+
+    # A background repair is counted just after its release: give the count a moment to land.
+    wait_until(counted, deadline=5, interval=0.1, what="a repair counted of each kind")
 
 
 def test_reconciliation_leaves_recent_and_consistent_reservations_alone(

@@ -2,7 +2,8 @@
 
 Loaded by the root conftest.py. Per test session: database `shop_test_<hex>` on the PostgreSQL at
 SHOP_TEST_PG_ADMIN_URL (default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end.
-Tests share it and isolate themselves by creating unique data (no truncation between tests)."""
+Tests share it and isolate themselves by creating unique data (no truncation between tests).
+`wait_until` polls a condition to a deadline, for any test directory (tests/containers too)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,22 @@ def stack(_stack_object: Stack) -> Iterator[RunningStack]:
 def api(stack: RunningStack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url("gateway"), timeout=30) as client:
         yield client
+
+
+def wait_until(
+    check: Callable[[], Any], *, deadline: float, interval: float = 0.5, what: str = ""
+) -> Any:
+    """Poll `check` until it returns something truthy; fail the test after `deadline` seconds.
+    An AssertionError or a connection error counts as "not yet"."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, httpx.HTTPError) as exc:
+            last = exc
+        if time.monotonic() > end:
+            pytest.fail(f"{what or 'condition'} not reached within {deadline} s (last: {last!r})")
+        time.sleep(interval)
